@@ -1,0 +1,1 @@
+"""bridge: knowledge-enhanced pre-training of transformers with kgengine vectors (see the bridge issue)."""

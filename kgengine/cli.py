@@ -1,0 +1,273 @@
+"""The ``kge`` command: train, eval, predict, similar, export.
+
+DGL-KE's flag names (``--model_name``, ``--hidden_dim``, ``--save_path``,
+``--data_path``, ``--max_step``, ``--neg_sample_size``, ``-adv``, ...) work
+unchanged beside the dashed short forms (``--model``, ``--dim``, ``--save-path``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from .data import BUILTIN_DATASETS, DataError, UNSEEN_POLICIES, load_dataset
+from .evaluate import TIE_MODES
+from .export import EXPORT_FORMATS
+from .models import model_names
+from .train import TrainConfig
+
+__all__ = ["main", "build_parser"]
+
+
+def _add_data_args(p: argparse.ArgumentParser, required: bool) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", help=f"built-in dataset ({', '.join(BUILTIN_DATASETS)}) or the name of a "
+                                     "folder under --data_path")
+    g.add_argument("--data-path", "--data_path", dest="data_path",
+                   help="folder with train/valid/test.txt (head<TAB>rel<TAB>tail)")
+    g.add_argument("--format", default="raw_udd_hrt", help="raw_udd_{hrt} (names) or udd_{hrt} (ids + .dict files), "
+                                                           "columns in any order (default raw_udd_hrt)")
+    g.add_argument("--data-files", "--data_files", dest="data_files", nargs="+",
+                   help="file names in data_path: train valid test (udd: entities.dict relations.dict first)")
+    g.add_argument("--delimiter", default="\t", help="field separator (default TAB)")
+    g.add_argument("--unseen", choices=UNSEEN_POLICIES, default="keep",
+                   help="valid/test entities never seen in train: keep (default), drop their triples, or error")
+    p.set_defaults(_data_required=required)
+
+
+def _load(args: argparse.Namespace):
+    if not args.dataset and not args.data_path:
+        raise DataError("give --dataset (built-in: " + ", ".join(BUILTIN_DATASETS) + ") or --data-path")
+    return load_dataset(args.dataset, args.data_path, args.format, args.data_files, args.delimiter, args.unseen)
+
+
+def _add_train(sub) -> None:
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a model", description="Train a KGE model; writes the saved-model folder, "
+                       "metrics.json (valid and test, filtered) and train_log.jsonl into --save-path.")
+    _add_data_args(p, True)
+    g = p.add_argument_group("model")
+    g.add_argument("--model", "--model_name", "--model-name", dest="model_name", default=d.model_name,
+                   help=f"one of {', '.join(model_names())} (default {d.model_name})")
+    g.add_argument("--dim", "--hidden_dim", "--hidden-dim", dest="hidden_dim", type=int, default=d.hidden_dim,
+                   help="embedding dimension; complex dimension for ComplEx/RotatE (default %(default)s)")
+    g.add_argument("-g", "--gamma", type=float, default=d.gamma, help="margin of distance models; sets the init "
+                   "range (gamma+2)/dim for all (default %(default)s)")
+    g.add_argument("-de", "--double_ent", action="store_true", help="accepted for DGL-KE compatibility; ComplEx and "
+                   "RotatE always store 2*dim reals per entity")
+    g.add_argument("-dr", "--double_rel", action="store_true", help="accepted for DGL-KE compatibility (no effect)")
+    g = p.add_argument_group("training")
+    g.add_argument("--lr", type=float, default=d.lr, help="Adagrad learning rate (default %(default)s)")
+    g.add_argument("-b", "--batch-size", "--batch_size", dest="batch_size", type=int, default=d.batch_size)
+    g.add_argument("-n", "--neg-sample-size", "--neg_sample_size", dest="neg_sample_size", type=int,
+                   default=d.neg_sample_size, help="negatives shared by each chunk (default %(default)s)")
+    g.add_argument("--neg-chunk-size", "--neg_chunk_size", dest="neg_chunk_size", type=int, default=-1,
+                   help="positives per chunk sharing negatives; must divide the batch (default: neg_sample_size)")
+    g.add_argument("--neg-deg-sample", "--neg_deg_sample", dest="neg_deg_sample", action="store_true",
+                   help="draw negatives proportional to entity degree in train (from the DGL graph)")
+    g.add_argument("-adv", "--neg_adversarial_sampling", "--adv", dest="neg_adversarial_sampling",
+                   action="store_true", help="self-adversarial weighting of negatives")
+    g.add_argument("-a", "--adversarial_temperature", "--adversarial-temperature", dest="adversarial_temperature",
+                   type=float, default=d.adversarial_temperature)
+    g.add_argument("-rc", "--regularization_coef", "--regularization-coef", dest="regularization_coef", type=float,
+                   default=d.regularization_coef)
+    g.add_argument("-rn", "--regularization_norm", "--regularization-norm", dest="regularization_norm", type=int,
+                   default=d.regularization_norm)
+    g.add_argument("--max-step", "--max_step", dest="max_step", type=int, default=d.max_step)
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--device", default=None, help="cpu (default) or cuda[:N]")
+    g.add_argument("--gpu", type=int, nargs="*", default=None, help="DGL-KE style: --gpu 0 means --device cuda:0")
+    g.add_argument("--num-thread", "--num_thread", dest="num_thread", type=int, default=0,
+                   help="torch CPU threads (0: torch's default)")
+    g = p.add_argument_group("validation, checkpoints, output")
+    g.add_argument("--save-path", "--save_path", dest="save_path", required=True, help="output folder")
+    g.add_argument("--log-interval", "--log_interval", dest="log_interval", type=int, default=d.log_interval)
+    g.add_argument("--eval-interval", "--eval_interval", "--valid-interval", dest="eval_interval", type=int,
+                   default=0, help="validate (filtered MRR) every N steps; 0 = only at the end")
+    g.add_argument("--early-stop-patience", "--early_stop_patience", dest="early_stop_patience", type=int,
+                   default=0, help="stop after N validations without a better valid MRR (0: never)")
+    g.add_argument("--checkpoint-interval", "--checkpoint_interval", dest="checkpoint_interval", type=int,
+                   default=0, help="write a checkpoint every N steps into SAVE_PATH/checkpoints")
+    g.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --save-path")
+    g.add_argument("--ties", choices=TIE_MODES, default="realistic", help="rank ties (default realistic)")
+    g.add_argument("--no-eval", "--no_eval", dest="no_eval", action="store_true",
+                   help="skip the final valid/test evaluation")
+    g.add_argument("--test", "--valid", dest="_dglke_eval", action="store_true",
+                   help="accepted for DGL-KE compatibility; valid and test are evaluated unless --no-eval")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    device = args.device or (f"cuda:{args.gpu[0]}" if args.gpu and args.gpu[0] >= 0 else "cpu")
+    cfg = TrainConfig(
+        model_name=args.model_name, hidden_dim=args.hidden_dim, gamma=args.gamma, lr=args.lr,
+        batch_size=args.batch_size, neg_sample_size=args.neg_sample_size, neg_chunk_size=args.neg_chunk_size,
+        neg_deg_sample=args.neg_deg_sample, neg_adversarial_sampling=args.neg_adversarial_sampling,
+        adversarial_temperature=args.adversarial_temperature, regularization_coef=args.regularization_coef,
+        regularization_norm=args.regularization_norm, max_step=args.max_step, seed=args.seed, device=device,
+        log_interval=args.log_interval, eval_interval=args.eval_interval,
+        early_stop_patience=args.early_stop_patience, checkpoint_interval=args.checkpoint_interval,
+        eval_ties=args.ties, num_thread=args.num_thread, progress=args.progress,
+    )
+    kg = _load(args)
+    print(f"{kg}; {cfg.model_name} dim={cfg.hidden_dim} on {cfg.device}", file=sys.stderr)
+    trained = train(kg, cfg, args.save_path, resume=args.resume, evaluate_test=not args.no_eval)
+    metrics = trained.config.get("metrics")
+    if metrics:
+        print(_metrics_table(metrics))
+    print(f"saved to {args.save_path}", file=sys.stderr)
+    return 0
+
+
+def _metrics_table(metrics: dict) -> str:
+    keys = ["mrr", "mr", "hits@1", "hits@3", "hits@10"]
+    lines = ["split  " + "  ".join(f"{k:>8}" for k in keys)]
+    for split, m in metrics.items():
+        lines.append(f"{split:<6} " + "  ".join(f"{m[k]:>8.4f}" if k != "mr" else f"{m[k]:>8.2f}" for k in keys))
+    return "\n".join(lines)
+
+
+def _add_model_path(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-path", "--model_path", dest="model_path", required=True,
+                   help="a folder written by kge train --save-path")
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="filtered MRR, MR, Hits@1/3/10 of a saved model",
+                       description="Filtered link-prediction ranking against all entities, head and tail side. "
+                       "Without --dataset/--data-path it uses the triples stored with the model.")
+    _add_model_path(p)
+    _add_data_args(p, False)
+    p.add_argument("--split", choices=["valid", "test", "both"], default="both")
+    p.add_argument("--ties", choices=TIE_MODES, default="realistic")
+    p.add_argument("--no-filter", dest="filtered", action="store_false", help="raw ranking")
+    p.add_argument("--json", action="store_true", help="print metrics.json's content instead of a table")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .data import KG
+    from .saved import TrainedKGE, atomic_write_text
+    from .evaluate import evaluate
+
+    trained = TrainedKGE.from_pretrained(args.model_path, args.device)
+    if args.dataset or args.data_path:
+        kg = _load(args).remap(trained.entities, trained.relations)
+    else:
+        if not trained.triples:
+            raise DataError(f"{args.model_path}: no stored triples; pass --dataset or --data-path")
+        kg = KG(trained.entities, trained.relations, trained.triples["train"], trained.triples["valid"],
+                trained.triples["test"], trained.dataset)
+    splits = ["valid", "test"] if args.split == "both" else [args.split]
+    out = {}
+    for s in splits:
+        if len(kg.split(s)) == 0:
+            raise DataError(f"the {s} split is empty")
+        m = evaluate(trained.model, kg.split(s), kg.all_triples() if args.filtered else None, ties=args.ties)
+        out[s] = {k: v for k, v in m.items() if not isinstance(v, dict)}
+    metrics_file = Path(args.model_path) / "metrics.json"
+    atomic_write_text(metrics_file, json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2) if args.json else _metrics_table(out))
+    return 0
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="top-k answers of (h, r, ?), (?, r, t) or (h, ?, t)",
+                       description="Give exactly two of --head, --rel, --tail (names).")
+    _add_model_path(p)
+    p.add_argument("--head")
+    p.add_argument("--rel", "--relation", dest="rel")
+    p.add_argument("--tail")
+    p.add_argument("--topk", type=int, default=10)
+    p.add_argument("--exclude-known", "--exclude_known", dest="exclude_known", action="store_true",
+                   help="leave out answers that form a triple stored with the model")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_predict)
+
+
+def _print_ranked(rows: list[tuple[str, float]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([{"name": n, "score": s} for n, s in rows], indent=2))
+    else:
+        for i, (n, s) in enumerate(rows, 1):
+            print(f"{i:>3}  {s:>10.4f}  {n}")
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict
+    from .saved import TrainedKGE
+
+    trained = TrainedKGE.from_pretrained(args.model_path)
+    _print_ranked(predict(trained, args.head, args.rel, args.tail, args.topk, args.exclude_known), args.json)
+    return 0
+
+
+def _add_similar(sub) -> None:
+    from .predict import SIMILARITY_METRICS
+
+    p = sub.add_parser("similar", help="nearest entities to an entity")
+    _add_model_path(p)
+    p.add_argument("--entity", required=True)
+    p.add_argument("--topk", type=int, default=10)
+    p.add_argument("--metric", choices=SIMILARITY_METRICS, default="cosine")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_similar)
+
+
+def _cmd_similar(args: argparse.Namespace) -> int:
+    from .predict import similar
+    from .saved import TrainedKGE
+
+    trained = TrainedKGE.from_pretrained(args.model_path)
+    _print_ranked(similar(trained, args.entity, args.topk, args.metric), args.json)
+    return 0
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="write vectors with their names")
+    _add_model_path(p)
+    p.add_argument("--format", choices=EXPORT_FORMATS, nargs="+", default=["npy"],
+                   help="one or more of %(choices)s (npy uses DGL-KE's file names)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+    from .saved import TrainedKGE
+
+    trained = TrainedKGE.from_pretrained(args.model_path)
+    for fmt in args.format:
+        for f in export(trained, args.out, fmt):
+            print(f)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kge", description="kgengine: train, evaluate and use knowledge-graph "
+                                "embeddings. `kge COMMAND --help` for each command.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_train, _add_eval, _add_predict, _add_similar, _add_export):
+        add(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DataError, KeyError, ValueError, FileNotFoundError, FloatingPointError, RuntimeError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"kge {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    warnings.simplefilter("default")
+    sys.exit(main())

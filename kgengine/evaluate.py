@@ -1,0 +1,129 @@
+"""Filtered link-prediction ranking against all entities.
+
+Each test triple ``(h, r, t)`` gives two queries: ``(h, r, ?)`` ranks ``t``
+among all entities, ``(?, r, t)`` ranks ``h``. Filtered: every other entity
+that makes a known triple (train + valid + test by default) is removed from the
+ranking. Ties: ``realistic`` (default) is the mean of the ``optimistic``
+(``1 + #better``) and ``pessimistic`` (``1 + #better + #equal``) ranks, the
+expected rank under random tie breaking (PyKEEN's default); the other two on
+request. Queries are processed in batches sized so a batch's ``(b, N)`` score
+matrix (and the model's per-pair temporaries) fit a memory budget.
+"""
+from __future__ import annotations
+
+import torch
+
+from .models import KGEModel
+
+__all__ = ["FilterIndex", "rank_triples", "evaluate", "metrics_from_ranks", "TIE_MODES"]
+
+TIE_MODES = ("realistic", "optimistic", "pessimistic")
+DEFAULT_BUDGET_BYTES = 256 * 2**20
+
+
+class FilterIndex:
+    """Known answers of every ``(anchor, relation)`` query, in sorted CSR form.
+
+    Args:
+        triples: ``int64 (n, 3)`` all known triples.
+        num_entities, num_relations: id ranges.
+    """
+
+    def __init__(self, triples: torch.Tensor, num_entities: int, num_relations: int) -> None:
+        self.R = num_relations
+        h, r, t = triples[:, 0], triples[:, 1], triples[:, 2]
+        self.tail_keys, self.tail_vals = self._sorted(h * num_relations + r, t)
+        self.head_keys, self.head_vals = self._sorted(t * num_relations + r, h)
+
+    @staticmethod
+    def _sorted(keys: torch.Tensor, vals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        order = torch.argsort(keys, stable=True)
+        return keys[order].contiguous(), vals[order].contiguous()
+
+    def answers(self, anchor: torch.Tensor, r: torch.Tensor, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rows, cols)``: for query ``i`` (anchor ``anchor[i]``, relation ``r[i]``) each known answer."""
+        keys, vals = (self.tail_keys, self.tail_vals) if side == "tail" else (self.head_keys, self.head_vals)
+        q = anchor * self.R + r
+        start = torch.searchsorted(keys, q, right=False)
+        count = torch.searchsorted(keys, q, right=True) - start
+        rows = torch.repeat_interleave(torch.arange(len(q)), count)
+        first = torch.repeat_interleave(start - (torch.cumsum(count, 0) - count), count)
+        cols = vals[first + torch.arange(len(rows))]
+        return rows, cols
+
+
+def rank_triples(model: KGEModel, triples: torch.Tensor, side: str, filter_index: FilterIndex | None = None,
+                 ties: str = "realistic", budget_bytes: int = DEFAULT_BUDGET_BYTES) -> torch.Tensor:
+    """``float64 (n,)``: the filtered rank of the true ``side`` entity of each triple.
+
+    Args:
+        model: the scorer; its tables' device is used.
+        triples: ``int64 (n, 3)``.
+        side: ``"tail"`` ranks t for ``(h, r, ?)``, ``"head"`` ranks h for ``(?, r, t)``.
+        filter_index: known triples to filter out; ``None`` for raw ranking.
+        ties: one of :data:`TIE_MODES`.
+    """
+    if ties not in TIE_MODES:
+        raise ValueError(f"ties={ties!r}: expected one of {TIE_MODES}")
+    device = model.tables["entity"].device
+    N = model.num_entities
+    b = max(1, min(4096, budget_bytes // (N * (model.pair_cost() + 8))))
+    ranks = []
+    with torch.no_grad():
+        for s in range(0, len(triples), b):
+            batch = triples[s:s + b]
+            h, r, t = batch[:, 0], batch[:, 1], batch[:, 2]
+            anchor, target = (h, t) if side == "tail" else (t, h)
+            scores = model.score_candidates(anchor.to(device), r.to(device), side=side).float()
+            if torch.isnan(scores).any():
+                raise FloatingPointError("the model produced NaN scores; the embeddings have diverged")
+            rows = torch.arange(len(batch), device=device)
+            tgt = target.to(device)
+            true = scores[rows, tgt].clone()
+            if filter_index is not None:
+                fr, fc = filter_index.answers(anchor, r, side)
+                scores[fr.to(device), fc.to(device)] = float("-inf")
+            scores[rows, tgt] = float("-inf")  # compare against the others only
+            better = (scores > true[:, None]).sum(1).double()
+            if ties == "optimistic":
+                rank = better + 1
+            else:
+                equal = (scores == true[:, None]).sum(1).double()
+                rank = better + 1 + (equal if ties == "pessimistic" else equal / 2)
+            ranks.append(rank.cpu())
+    return torch.cat(ranks) if ranks else torch.empty(0, dtype=torch.float64)
+
+
+def metrics_from_ranks(ranks: torch.Tensor) -> dict[str, float]:
+    """``{"mrr", "mr", "hits@1", "hits@3", "hits@10"}`` from ``(n,)`` ranks."""
+    if len(ranks) == 0:
+        raise ValueError("no ranks to summarise (empty split)")
+    r = ranks.double()
+    return {
+        "mrr": float((1.0 / r).mean()),
+        "mr": float(r.mean()),
+        "hits@1": float((r <= 1).double().mean()),
+        "hits@3": float((r <= 3).double().mean()),
+        "hits@10": float((r <= 10).double().mean()),
+    }
+
+
+def evaluate(model: KGEModel, triples: torch.Tensor, filter_triples: torch.Tensor | None = None,
+             ties: str = "realistic", budget_bytes: int = DEFAULT_BUDGET_BYTES) -> dict[str, float]:
+    """Filtered MRR, MR, Hits@1/3/10 over head and tail queries of ``triples``.
+
+    Args:
+        triples: ``int64 (n, 3)`` the triples to rank.
+        filter_triples: ``int64 (m, 3)`` known triples (usually train + valid + test); ``None`` = raw.
+    Returns:
+        the metrics of both sides together, plus ``"tail"`` and ``"head"`` sub-dicts.
+    """
+    if len(triples) == 0:
+        raise ValueError("cannot evaluate an empty split")
+    fi = FilterIndex(filter_triples, model.num_entities, model.num_relations) if filter_triples is not None else None
+    tail = rank_triples(model, triples, "tail", fi, ties, budget_bytes)
+    head = rank_triples(model, triples, "head", fi, ties, budget_bytes)
+    out = metrics_from_ranks(torch.cat([tail, head]))
+    out["tail"] = metrics_from_ranks(tail)
+    out["head"] = metrics_from_ranks(head)
+    return out

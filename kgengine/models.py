@@ -1,0 +1,431 @@
+"""Score functions: a registry of KGE models behind one scoring interface.
+
+Every model owns named embedding tables. A table is indexed either by entity
+id (``"entity"``) or by relation id (``"relation"``, and TransR's
+``"projection"``); :data:`KGEModel.table_index` says which.
+
+Scoring works on *embeddings*, so that the trainer can gather only the rows a
+batch uses (row-sparse updates) while evaluation passes the full tables:
+
+* ``h``, ``t``: entity vectors, ``(..., entity_dim)``;
+* ``r``: relation ids ``(...)`` that index the rows in ``rel``;
+* ``rel``: ``{table name: (U, ...)}`` relation-side rows (the full tables, or
+  only the rows a batch uses with ``r`` re-indexed into them).
+
+Three methods, written once per model family and shared by training (chunks
+of positives against shared negatives) and evaluation (queries against all
+entities, ``C = 1``):
+
+* :meth:`KGEModel.score_emb`: aligned triples, ``(B, d) -> (B,)``;
+* :meth:`KGEModel.score_tails_emb`: ``(h, r)`` of ``C`` chunks of ``c`` queries
+  against ``C`` candidate sets of ``N`` tails -> ``(C, c, N)``;
+* :meth:`KGEModel.score_heads_emb`: ``(r, t)`` against candidate heads -> ``(C, c, N)``.
+
+A model turns the known side of a triple into a *query* vector and compares
+it with the candidates: by a dot product (DistMult, ComplEx, RESCAL: one
+``bmm``), an L2 distance (TransE_l2, via the expanded square, one ``bmm``),
+an L1 distance (TransE_l1, ``torch.cdist``), or per-candidate work that no
+matrix product expresses (RotatE's sum of complex moduli, TransR's
+relation-specific projection of each candidate), done in candidate blocks
+under activation checkpointing so memory stays bounded.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+__all__ = ["KGEModel", "MODEL_REGISTRY", "register_model", "create_model", "model_names"]
+
+MODEL_REGISTRY: dict[str, type["KGEModel"]] = {}
+
+# Bytes of temporaries allowed for one candidate block in the per-candidate scorers.
+BLOCK_BUDGET_BYTES = 64 * 2**20
+
+
+def register_model(cls: type["KGEModel"]) -> type["KGEModel"]:
+    MODEL_REGISTRY[cls.name.lower()] = cls
+    return cls
+
+
+def model_names() -> list[str]:
+    return [cls.name for cls in MODEL_REGISTRY.values()]
+
+
+def create_model(name: str, num_entities: int, num_relations: int, dim: int, gamma: float = 12.0, **kw) -> "KGEModel":
+    """Instantiate a registered model by DGL-KE name (case-insensitive): TransE_l2, ComplEx, ..."""
+    cls = MODEL_REGISTRY.get(name.lower())
+    if cls is None:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(model_names())}")
+    return cls(num_entities, num_relations, dim, gamma=gamma, **kw)
+
+
+def _blocked(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], q: torch.Tensor, cand: torch.Tensor,
+             per_pair_bytes: int) -> torch.Tensor:
+    """``fn(q (C,c,...), cand block (C,n,...)) -> (C,c,n)`` over blocks of candidates, concatenated.
+
+    Under autograd each block is checkpointed, so backward recomputes its
+    (C, c, n, d) temporaries instead of keeping all of them.
+    """
+    C, c = q.shape[:2]
+    N = cand.shape[1]
+    block = max(1, BLOCK_BUDGET_BYTES // max(1, C * c * per_pair_bytes))
+    if block >= N:
+        return fn(q, cand)
+    grad = torch.is_grad_enabled() and (q.requires_grad or cand.requires_grad)
+    outs = []
+    for s in range(0, N, block):
+        part = cand[:, s:s + block]
+        outs.append(checkpoint(fn, q, part, use_reentrant=False) if grad else fn(q, part))
+    return torch.cat(outs, dim=2)
+
+
+class KGEModel(nn.Module):
+    """Base class: embedding tables + the three scoring methods.
+
+    Args:
+        num_entities, num_relations: table sizes.
+        dim: hidden dimension (for ComplEx/RotatE the complex dimension: each
+            entity stores ``2 * dim`` reals, real parts then imaginary parts).
+        gamma: margin of the distance models (``score = gamma - distance``);
+            all models use it for DGL-KE's init range ``(gamma + 2) / dim``.
+    """
+
+    name: ClassVar[str] = ""
+    # Which id space indexes each table.
+    table_index: ClassVar[dict[str, str]] = {"entity": "entity", "relation": "relation"}
+
+    def __init__(self, num_entities: int, num_relations: int, dim: int, gamma: float = 12.0) -> None:
+        super().__init__()
+        if num_entities < 1 or num_relations < 1:
+            raise ValueError(f"num_entities and num_relations must be >= 1, got {num_entities}, {num_relations}")
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        if not math.isfinite(gamma):
+            raise ValueError(f"gamma must be finite, got {gamma}")
+        self.num_entities, self.num_relations, self.dim, self.gamma = num_entities, num_relations, dim, float(gamma)
+        self.init_range = (self.gamma + 2.0) / dim
+        self.tables = nn.ParameterDict(
+            {k: nn.Parameter(torch.empty(shape), requires_grad=False) for k, shape in self.table_shapes().items()}
+        )
+        self.reset_parameters()
+
+    # ---- shapes and init -------------------------------------------------
+    @property
+    def entity_dim(self) -> int:
+        return self.dim
+
+    def table_shapes(self) -> dict[str, tuple[int, int]]:
+        return {"entity": (self.num_entities, self.entity_dim), "relation": (self.num_relations, self.dim)}
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        with torch.no_grad():
+            for t in self.tables.values():
+                t.uniform_(-self.init_range, self.init_range, generator=generator)
+
+    def config(self) -> dict:
+        return {"model_name": self.name, "num_entities": self.num_entities, "num_relations": self.num_relations,
+                "hidden_dim": self.dim, "gamma": self.gamma}
+
+    @property
+    def entity_embeddings(self) -> torch.Tensor:
+        """``(num_entities, entity_dim)``."""
+        return self.tables["entity"]
+
+    @property
+    def relation_embeddings(self) -> torch.Tensor:
+        """``(num_relations, relation_dim)``."""
+        return self.tables["relation"]
+
+    def relation_tables(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.tables.items() if self.table_index[k] == "relation"}
+
+    # ---- to be defined by each model -----------------------------------
+    def query(self, x: torch.Tensor, r: torch.Tensor, rel: dict[str, torch.Tensor], side: str) -> torch.Tensor:
+        """The query vector from the known entity ``x (..., d)`` and relation ids ``r (...)``.
+
+        ``side="tail"``: x is the head, candidates are tails; ``"head"``: x is the tail.
+        """
+        raise NotImplementedError
+
+    def match(self, q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Aligned comparison ``(..., d), (..., d) -> (...)``."""
+        raise NotImplementedError
+
+    def match_candidates(self, q: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        """``q (C, c, d)`` against ``cand (C, N, d)`` -> ``(C, c, N)``."""
+        raise NotImplementedError
+
+    # ---- the scoring interface -------------------------------------------
+    def score_emb(self, h: torch.Tensor, r: torch.Tensor, rel: dict[str, torch.Tensor], t: torch.Tensor) -> torch.Tensor:
+        """Aligned triples: ``h (B, d)``, ``r (B,)``, ``t (B, d)`` -> ``(B,)``."""
+        return self.match(self.query(h, r, rel, "tail"), t)
+
+    def score_tails_emb(self, h: torch.Tensor, r: torch.Tensor, rel: dict[str, torch.Tensor],
+                        cand: torch.Tensor) -> torch.Tensor:
+        """``h (C, c, d)``, ``r (C, c)`` against tails ``cand (C, N, d)`` -> ``(C, c, N)``."""
+        return self.match_candidates(self.query(h, r, rel, "tail"), cand)
+
+    def score_heads_emb(self, cand: torch.Tensor, r: torch.Tensor, rel: dict[str, torch.Tensor],
+                        t: torch.Tensor) -> torch.Tensor:
+        """Heads ``cand (C, N, d)`` against ``r (C, c)``, ``t (C, c, d)`` -> ``(C, c, N)``."""
+        return self.match_candidates(self.query(t, r, rel, "head"), cand)
+
+    # ---- id-level convenience ----------------------------------------------
+    def score(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Aligned triples by id: ``(B,), (B,), (B,) -> (B,)``."""
+        E = self.tables["entity"]
+        return self.score_emb(E[h], r, self.relation_tables(), E[t])
+
+    def score_candidates(self, anchor: torch.Tensor, r: torch.Tensor, side: str = "tail",
+                         candidates: torch.Tensor | None = None) -> torch.Tensor:
+        """Score ``B`` queries against a shared candidate set.
+
+        Args:
+            anchor: ``(B,)`` the known entity (head if ``side="tail"``, tail if ``"head"``).
+            r: ``(B,)`` relation ids.
+            side: which side the candidates fill.
+            candidates: ``(N,)`` entity ids, or ``None`` for all entities.
+        Returns:
+            ``(B, N)`` scores.
+        """
+        E = self.tables["entity"]
+        cand = E if candidates is None else E[candidates]
+        x, rel = E[anchor][None], self.relation_tables()
+        if side == "tail":
+            return self.score_tails_emb(x, r[None], rel, cand[None])[0]
+        if side == "head":
+            return self.score_heads_emb(cand[None], r[None], rel, x)[0]
+        raise ValueError(f"side must be 'tail' or 'head', got {side!r}")
+
+    def pair_cost(self) -> int:
+        """Bytes of temporaries per (query, candidate) pair; evaluation sizes its batches by it."""
+        return 4
+
+    # ---- persistence (HF-style) -------------------------------------------
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Write ``model_config.json`` and ``model.safetensors`` into ``path``."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tmp = path / "model.safetensors.tmp"
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.tables.items()}, str(tmp))
+        os.replace(tmp, path / "model.safetensors")
+        (path / "model_config.json").write_text(json.dumps(self.config(), indent=2))
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "KGEModel":
+        """Rebuild a model saved by :meth:`save_pretrained` (the class comes from its config)."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        cfg_file = path / "model_config.json"
+        if not cfg_file.is_file():
+            raise FileNotFoundError(f"{cfg_file}: not a saved kgengine model folder")
+        cfg = json.loads(cfg_file.read_text())
+        model = create_model(cfg.pop("model_name"), cfg.pop("num_entities"), cfg.pop("num_relations"),
+                             cfg.pop("hidden_dim"), **cfg)
+        tensors = load_file(str(path / "model.safetensors"))
+        for k, v in tensors.items():
+            if k not in model.tables or model.tables[k].shape != v.shape:
+                raise ValueError(f"{path}: table {k} {tuple(v.shape)} does not fit the config")
+            model.tables[k].data.copy_(v)
+        return model.to(device)
+
+
+# ---- comparison families ----------------------------------------------------
+class _DotModel(KGEModel):
+    def match(self, q, x):
+        return (q * x).sum(-1)
+
+    def match_candidates(self, q, cand):
+        return torch.bmm(q, cand.transpose(1, 2))
+
+
+class _L2Model(KGEModel):
+    def match(self, q, x):
+        return self.gamma - torch.linalg.vector_norm(q - x, ord=2, dim=-1)
+
+    def match_candidates(self, q, cand):
+        # ||q - c||^2 = |q|^2 + |c|^2 - 2 q.c : one bmm instead of a (C, c, N, d) broadcast
+        sq = (q * q).sum(-1, keepdim=True) + (cand * cand).sum(-1).unsqueeze(1) - 2 * torch.bmm(q, cand.transpose(1, 2))
+        return self.gamma - sq.clamp_min(1e-12).sqrt()
+
+
+class _L1Model(KGEModel):
+    def match(self, q, x):
+        return self.gamma - (q - x).abs().sum(-1)
+
+    def match_candidates(self, q, cand):
+        return self.gamma - torch.cdist(q, cand, p=1)
+
+    def pair_cost(self) -> int:
+        return 8
+
+
+@register_model
+class TransE_l2(_L2Model):
+    """TransE with L2 distance: ``gamma - ||h + r - t||_2``."""
+
+    name = "TransE_l2"
+
+    def query(self, x, r, rel, side):
+        e = rel["relation"][r]
+        return x + e if side == "tail" else x - e
+
+
+@register_model
+class TransE_l1(_L1Model):
+    """TransE with L1 distance: ``gamma - ||h + r - t||_1``."""
+
+    name = "TransE_l1"
+    query = TransE_l2.query
+
+
+@register_model
+class DistMult(_DotModel):
+    """DistMult: ``<h, r, t>``."""
+
+    name = "DistMult"
+
+    def query(self, x, r, rel, side):
+        return x * rel["relation"][r]
+
+
+def _halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    d = x.shape[-1] // 2
+    return x[..., :d], x[..., d:]
+
+
+@register_model
+class ComplEx(_DotModel):
+    """ComplEx: ``Re(<h, r, conj(t)>)``; vectors are [real parts | imaginary parts]."""
+
+    name = "ComplEx"
+
+    @property
+    def entity_dim(self) -> int:
+        return 2 * self.dim
+
+    def table_shapes(self):
+        return {"entity": (self.num_entities, 2 * self.dim), "relation": (self.num_relations, 2 * self.dim)}
+
+    def query(self, x, r, rel, side):
+        xr, xi = _halves(x)
+        rr, ri = _halves(rel["relation"][r])
+        if side == "tail":  # h * r, then dotted with conj(t)
+            return torch.cat([xr * rr - xi * ri, xr * ri + xi * rr], -1)
+        return torch.cat([rr * xr + ri * xi, rr * xi - ri * xr], -1)  # r * conj(t), the coefficients of h
+
+
+@register_model
+class RESCAL(_DotModel):
+    """RESCAL: ``h^T M_r t`` with a full ``dim x dim`` matrix per relation."""
+
+    name = "RESCAL"
+
+    def table_shapes(self):
+        return {"entity": (self.num_entities, self.dim), "relation": (self.num_relations, self.dim * self.dim)}
+
+    def query(self, x, r, rel, side):
+        M = rel["relation"][r].view(*r.shape, self.dim, self.dim)
+        if side == "tail":  # (h^T M)_j = sum_i h_i M_ij
+            return torch.einsum("...i,...ij->...j", x, M)
+        return torch.einsum("...ij,...j->...i", M, x)  # M t
+
+
+@register_model
+class RotatE(KGEModel):
+    """RotatE: ``gamma - sum_i |h_i r_i - t_i|`` with ``|r_i| = 1`` (r stored as phases)."""
+
+    name = "RotatE"
+
+    @property
+    def entity_dim(self) -> int:
+        return 2 * self.dim
+
+    def table_shapes(self):
+        return {"entity": (self.num_entities, 2 * self.dim), "relation": (self.num_relations, self.dim)}
+
+    def query(self, x, r, rel, side):
+        phase = rel["relation"][r] * (math.pi / self.init_range)  # DGL-KE's phase scaling
+        c, s = torch.cos(phase), torch.sin(phase)
+        xr, xi = _halves(x)
+        if side == "tail":  # h * r
+            return torch.cat([xr * c - xi * s, xr * s + xi * c], -1)
+        return torch.cat([xr * c + xi * s, xi * c - xr * s], -1)  # t * conj(r); |r| = 1
+
+    @staticmethod
+    def _modulus_sum(d: torch.Tensor) -> torch.Tensor:
+        dr, di = _halves(d)
+        return torch.sqrt(dr * dr + di * di + 1e-12).sum(-1)
+
+    def match(self, q, x):
+        return self.gamma - self._modulus_sum(q - x)
+
+    def match_candidates(self, q, cand):
+        fn = lambda q_, c_: self.gamma - self._modulus_sum(q_.unsqueeze(2) - c_.unsqueeze(1))  # noqa: E731
+        return _blocked(fn, q, cand, per_pair_bytes=4 * 3 * self.entity_dim)
+
+    def pair_cost(self) -> int:
+        return 4 * 3 * self.entity_dim
+
+
+@register_model
+class TransR(KGEModel):
+    """TransR: ``gamma - ||M_r h + r - M_r t||_2``, ``M_r`` a ``dim x dim`` projection per relation.
+
+    The projection of each candidate depends on the query's relation, so
+    candidates are projected per query (a batched matrix product), in blocks.
+    """
+
+    name = "TransR"
+    table_index = {"entity": "entity", "relation": "relation", "projection": "relation"}
+
+    def table_shapes(self):
+        return {"entity": (self.num_entities, self.dim), "relation": (self.num_relations, self.dim),
+                "projection": (self.num_relations, self.dim * self.dim)}
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        super().reset_parameters(generator)
+        with torch.no_grad():  # start near the identity, so TransR begins as TransE
+            P = self.tables["projection"].view(-1, self.dim, self.dim)
+            P.mul_(0.1).add_(torch.eye(self.dim))
+
+    def _proj(self, r, rel):
+        return rel["projection"][r].view(*r.shape, self.dim, self.dim)
+
+    def query(self, x, r, rel, side):
+        # returns [query in relation space | flattened M_r]: candidates need M_r too
+        M = self._proj(r, rel)
+        px = torch.einsum("...ij,...j->...i", M, x)
+        e = rel["relation"][r]
+        qv = px + e if side == "tail" else px - e
+        return torch.cat([qv, M.flatten(-2)], -1)
+
+    def _split(self, q):
+        return q[..., :self.dim], q[..., self.dim:].unflatten(-1, (self.dim, self.dim))
+
+    def match(self, q, x):
+        qv, M = self._split(q)
+        return self.gamma - torch.linalg.vector_norm(qv - torch.einsum("...ij,...j->...i", M, x), dim=-1)
+
+    def match_candidates(self, q, cand):
+        qv, M = self._split(q)
+
+        def fn(qv_, c_):
+            pc = torch.einsum("Cqij,Cnj->Cqni", M, c_)  # (C, c, n, d): each candidate in each query's space
+            sq = (qv_ * qv_).sum(-1, keepdim=True) + (pc * pc).sum(-1) - 2 * torch.einsum("Cqi,Cqni->Cqn", qv_, pc)
+            return self.gamma - sq.clamp_min(1e-12).sqrt()
+
+        return _blocked(fn, qv, cand, per_pair_bytes=4 * 2 * self.dim)
+
+    def pair_cost(self) -> int:
+        return 4 * 2 * self.dim

@@ -1,0 +1,517 @@
+"""kgengine.data: built-in datasets, folder layouts, formats, error messages, unseen policy, KG helpers."""
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from kgengine.data import BUILTIN_DATASETS, KG, DataError, load_dataset, load_raw_triples, load_udd
+
+SHARED = Path("/work/shared/data")
+
+TRAIN = [("a", "r1", "b"), ("b", "r1", "c"), ("c", "r2", "d"), ("d", "r2", "e"), ("e", "r3", "a")]
+VALID = [("a", "r2", "c"), ("b", "r3", "d")]
+TEST = [("c", "r1", "e"), ("d", "r1", "a")]
+
+
+def _write(path, triples, order="hrt", sep="\t"):
+    with open(path, "w", encoding="utf-8") as f:
+        for h, r, t in triples:
+            by = {"h": h, "r": r, "t": t}
+            f.write(sep.join(by[c] for c in order) + "\n")
+
+
+def _write_lines(path, lines):
+    Path(path).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def _raw_dir(root: Path, train=TRAIN, valid=VALID, test=TEST, order="hrt", name="kg") -> Path:
+    d = root / name
+    d.mkdir(parents=True, exist_ok=True)
+    _write(d / "train.txt", train, order)
+    _write(d / "valid.txt", valid, order)
+    _write(d / "test.txt", test, order)
+    return d
+
+
+def _named(kg: KG, split: str) -> list[tuple[str, str, str]]:
+    return [(kg.entities[h], kg.relations[r], kg.entities[t]) for h, r, t in kg.split(split).tolist()]
+
+
+def _udd_dir(root: Path, order="hrt") -> tuple[Path, list[str], list[str]]:
+    """A udd_{order} folder for TRAIN/VALID/TEST with a deliberately non-alphabetical vocabulary."""
+    entities = ["e", "c", "a", "d", "b"]
+    relations = ["r3", "r1", "r2"]
+    e, r = {n: i for i, n in enumerate(entities)}, {n: i for i, n in enumerate(relations)}
+    d = root / "udd"
+    d.mkdir()
+    _write_lines(d / "entities.dict", [f"{i}\t{n}" for i, n in enumerate(entities)])
+    _write_lines(d / "relations.dict", [f"{i}\t{n}" for i, n in enumerate(relations)])
+    for split, triples in (("train", TRAIN), ("valid", VALID), ("test", TEST)):
+        ids = [(str(e[h]), str(r[rel]), str(e[t])) for h, rel, t in triples]
+        _write(d / f"{split}.txt", ids, order)
+    return d, entities, relations
+
+
+# ---------------------------------------------------------------- built-in datasets
+
+BUILTIN_COUNTS = {
+    "kinships": (104, 25, 8544, 1068, 1074),
+    "umls": (135, 46, 5216, 652, 661),
+    "nations": (14, 55, 1592, 199, 201),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_COUNTS))
+def test_builtin_dataset_counts(name):
+    kg = load_dataset(name)
+    ne, nr, ntr, nva, nte = BUILTIN_COUNTS[name]
+    assert (kg.num_entities, kg.num_relations) == (ne, nr)
+    assert (len(kg.train), len(kg.valid), len(kg.test)) == (ntr, nva, nte)
+    assert kg.name == name
+    for split in ("train", "valid", "test"):
+        t = kg.split(split)
+        assert t.dtype == torch.int64 and t.shape[1] == 3
+        assert 0 <= int(t[:, [0, 2]].min()) and int(t[:, [0, 2]].max()) < ne
+        assert 0 <= int(t[:, 1].min()) and int(t[:, 1].max()) < nr
+    assert len(set(kg.entities)) == ne and len(set(kg.relations)) == nr
+    assert kg.all_triples().shape == (ntr + nva + nte, 3)
+
+
+def test_builtin_names_and_case_insensitive():
+    assert set(BUILTIN_DATASETS) == set(BUILTIN_COUNTS)
+    kg = load_dataset("NATIONS")
+    assert kg.name == "nations" and kg.num_entities == 14
+
+
+def test_builtin_first_train_line_matches_file():
+    kg = load_dataset("kinships")
+    first = (Path(__import__("kgengine").__file__).parent / "datasets/kinships/train.txt").read_text().splitlines()[0]
+    assert _named(kg, "train")[0] == tuple(first.split("\t"))
+
+
+@pytest.mark.skipif(not (SHARED / "kinships" / "train.txt").is_file(), reason="shared data not present")
+def test_shared_folder_matches_builtin():
+    builtin = load_dataset("kinships")
+    shared = load_dataset(data_path=SHARED / "kinships")
+    assert shared.name == "kinships"
+    for split in ("train", "valid", "test"):
+        assert sorted(_named(shared, split)) == sorted(_named(builtin, split))
+
+
+# ---------------------------------------------------------------- folders and layouts
+
+def test_load_from_folder_path(tmp_path):
+    d = _raw_dir(tmp_path, name="mykg")
+    kg = load_dataset(data_path=d)
+    assert kg.name == "mykg"
+    assert kg.num_entities == 5 and kg.num_relations == 3
+    assert _named(kg, "train") == TRAIN
+    assert _named(kg, "valid") == VALID
+    assert _named(kg, "test") == TEST
+    # ids are assigned in order of first appearance in train
+    assert kg.entities == ["a", "b", "c", "d", "e"]
+    assert kg.relations == ["r1", "r2", "r3"]
+    assert kg.train[0].tolist() == [0, 0, 1]
+
+
+def test_load_from_str_path(tmp_path):
+    d = _raw_dir(tmp_path)
+    assert _named(load_dataset(data_path=str(d)), "test") == TEST
+
+
+def test_dglke_layout_data_path_slash_dataset(tmp_path):
+    _raw_dir(tmp_path, name="fancy")
+    kg = load_dataset("fancy", data_path=tmp_path)
+    assert kg.name == "fancy"
+    assert _named(kg, "train") == TRAIN
+
+
+def test_dataset_name_with_folder_that_is_the_dataset(tmp_path):
+    d = _raw_dir(tmp_path, name="folder")
+    kg = load_dataset("label", data_path=d)  # no d/label: d itself is used, named after the dataset
+    assert kg.name == "label"
+    assert _named(kg, "valid") == VALID
+
+
+def test_tiny_fixture(tiny_kg, tiny_kg_dir):
+    assert isinstance(tiny_kg, KG)
+    assert tiny_kg.num_entities == 6 and tiny_kg.num_relations == 3
+    assert len(tiny_kg.train) == 8 and len(tiny_kg.valid) == 2 and len(tiny_kg.test) == 2
+    assert tiny_kg.name == tiny_kg_dir.name
+
+
+@pytest.mark.parametrize("order", ["htr", "rht", "trh", "thr", "rth"])
+def test_raw_udd_column_orders_give_same_triples(tmp_path, order):
+    ref = load_dataset(data_path=_raw_dir(tmp_path, name="ref"))
+    other = load_dataset(data_path=_raw_dir(tmp_path, order=order, name="other"), fmt=f"raw_udd_{order}")
+    for split in ("train", "valid", "test"):
+        assert _named(other, split) == _named(ref, split)
+        assert torch.equal(other.split(split), ref.split(split))
+
+
+def test_wrong_column_order_is_not_silently_equal(tmp_path):
+    d = _raw_dir(tmp_path, order="htr")
+    kg = load_dataset(data_path=d)  # read as hrt: relations and tails swap
+    assert _named(kg, "train") != TRAIN
+    assert set(kg.relations) == {"b", "c", "d", "e", "a"}
+
+
+def test_custom_delimiter(tmp_path):
+    d = tmp_path / "comma"
+    d.mkdir()
+    for split, triples in (("train", TRAIN), ("valid", VALID), ("test", TEST)):
+        _write(d / f"{split}.txt", triples, sep=",")
+    kg = load_dataset(data_path=d, delimiter=",")
+    assert _named(kg, "test") == TEST
+
+
+def test_blank_lines_and_crlf_and_whitespace_are_tolerated(tmp_path):
+    d = _raw_dir(tmp_path)
+    (d / "train.txt").write_bytes(b"\n".join(f" {h}\t{r} \t{t}\r".encode() for h, r, t in TRAIN) + b"\n\n   \n")
+    kg = load_dataset(data_path=d)
+    assert _named(kg, "train") == TRAIN
+
+
+@pytest.mark.parametrize("order", ["hrt", "htr", "rth"])
+def test_udd_with_dicts(tmp_path, order):
+    d, entities, relations = _udd_dir(tmp_path, order)
+    kg = load_dataset(data_path=d, fmt=f"udd_{order}")
+    assert kg.entities == entities and kg.relations == relations
+    assert _named(kg, "train") == TRAIN
+    assert _named(kg, "valid") == VALID
+    assert _named(kg, "test") == TEST
+    assert kg.train[0].tolist() == [2, 1, 4]  # a r1 b in the dict's ids
+
+
+def test_udd_load_udd_directly(tmp_path):
+    d, entities, _ = _udd_dir(tmp_path)
+    kg = load_udd(d)
+    assert kg.entities == entities and kg.name == "udd"
+
+
+def test_data_files_raw(tmp_path):
+    d = tmp_path / "files"
+    d.mkdir()
+    _write(d / "tr.tsv", TRAIN)
+    _write(d / "va.tsv", VALID)
+    other = tmp_path / "elsewhere.tsv"
+    _write(other, TEST)
+    kg = load_dataset(data_path=d, data_files=["tr.tsv", "va.tsv", str(other)])  # relative and absolute
+    assert _named(kg, "train") == TRAIN
+    assert _named(kg, "valid") == VALID
+    assert _named(kg, "test") == TEST
+
+
+def test_data_files_udd(tmp_path):
+    d, entities, relations = _udd_dir(tmp_path)
+    for old, new in (("entities.dict", "ent.txt"), ("relations.dict", "rel.txt"), ("train.txt", "a.txt"),
+                     ("valid.txt", "b.txt"), ("test.txt", "c.txt")):
+        (d / old).rename(d / new)
+    kg = load_dataset(data_path=d, fmt="udd_hrt", data_files=["ent.txt", "rel.txt", "a.txt", "b.txt", "c.txt"])
+    assert kg.entities == entities and kg.relations == relations
+    assert _named(kg, "test") == TEST
+
+
+def test_data_files_wrong_count(tmp_path):
+    d = _raw_dir(tmp_path)
+    with pytest.raises(DataError, match="expected 3 files, got 2"):
+        load_dataset(data_path=d, data_files=["train.txt", "valid.txt"])
+    with pytest.raises(DataError, match="expected 5 files, got 3"):
+        load_dataset(data_path=d, fmt="udd_hrt", data_files=["train.txt", "valid.txt", "test.txt"])
+
+
+# ---------------------------------------------------------------- error paths
+
+def _assert_names(exc: pytest.ExceptionInfo, path: Path, lineno: int | None):
+    msg = str(exc.value)
+    assert str(path) in msg, msg
+    if lineno is not None:
+        assert f"{path}:{lineno}:" in msg, msg
+
+
+def test_error_two_fields(tmp_path):
+    d = _raw_dir(tmp_path)
+    _write_lines(d / "valid.txt", ["a\tr1\tb", "", "b\tr2"])  # blank line 2 still counts
+    with pytest.raises(DataError, match="expected 3 fields") as exc:
+        load_dataset(data_path=d)
+    _assert_names(exc, d / "valid.txt", 3)
+    assert "got 2" in str(exc.value)
+
+
+def test_error_four_fields(tmp_path):
+    d = _raw_dir(tmp_path)
+    _write_lines(d / "train.txt", ["a\tr1\tb", "a\tr1\tb\t"])
+    with pytest.raises(DataError, match="got 4") as exc:
+        load_dataset(data_path=d)
+    _assert_names(exc, d / "train.txt", 2)
+
+
+def test_error_empty_field(tmp_path):
+    d = _raw_dir(tmp_path)
+    _write_lines(d / "test.txt", ["a\tr1\tb", "c\tr1\td", "a\t \tb"])
+    with pytest.raises(DataError, match="empty field") as exc:
+        load_dataset(data_path=d)
+    _assert_names(exc, d / "test.txt", 3)
+
+
+def test_error_udd_entity_id_out_of_range(tmp_path):
+    d, _, _ = _udd_dir(tmp_path)
+    _write_lines(d / "valid.txt", ["0\t0\t1", "0\t1\t5"])  # 5 entities: 5 is out of range
+    with pytest.raises(DataError, match=r"entity id out of range \[0, 5\)") as exc:
+        load_dataset(data_path=d, fmt="udd_hrt")
+    _assert_names(exc, d / "valid.txt", 2)
+
+
+def test_error_udd_negative_entity_id(tmp_path):
+    d, _, _ = _udd_dir(tmp_path)
+    _write_lines(d / "test.txt", ["-1\t0\t1"])
+    with pytest.raises(DataError, match="entity id out of range") as exc:
+        load_dataset(data_path=d, fmt="udd_hrt")
+    _assert_names(exc, d / "test.txt", 1)
+
+
+def test_error_udd_relation_id_out_of_range(tmp_path):
+    d, _, _ = _udd_dir(tmp_path)
+    _write_lines(d / "train.txt", ["0\t0\t1", "1\t2\t2", "2\t3\t0"])  # 3 relations
+    with pytest.raises(DataError, match=r"relation id out of range \[0, 3\)") as exc:
+        load_dataset(data_path=d, fmt="udd_hrt")
+    _assert_names(exc, d / "train.txt", 3)
+
+
+def test_error_udd_non_integer_id(tmp_path):
+    d, _, _ = _udd_dir(tmp_path)
+    _write_lines(d / "train.txt", ["0\t0\t1", "x\t0\t1"])
+    with pytest.raises(DataError, match="expected integer ids") as exc:
+        load_dataset(data_path=d, fmt="udd_hrt")
+    _assert_names(exc, d / "train.txt", 2)
+
+
+def test_error_udd_dict_non_integer_id(tmp_path):
+    d, _, _ = _udd_dir(tmp_path)
+    _write_lines(d / "relations.dict", ["0\tr3", "one\tr1", "2\tr2"])
+    with pytest.raises(DataError, match="got id 'one'") as exc:
+        load_dataset(data_path=d, fmt="udd_hrt")
+    _assert_names(exc, d / "relations.dict", 2)
+
+
+def test_error_udd_dict_duplicate_and_gap(tmp_path):
+    d, _, _ = _udd_dir(tmp_path)
+    _write_lines(d / "entities.dict", ["0\te", "1\tc", "1\ta"])
+    with pytest.raises(DataError, match="id 1 defined twice") as exc:
+        load_dataset(data_path=d, fmt="udd_hrt")
+    _assert_names(exc, d / "entities.dict", 3)
+    _write_lines(d / "entities.dict", ["0\te", "2\tc"])
+    with pytest.raises(DataError, match="without gaps") as exc:
+        load_dataset(data_path=d, fmt="udd_hrt")
+    _assert_names(exc, d / "entities.dict", None)
+
+
+@pytest.mark.parametrize("split", ["train", "valid", "test"])
+def test_error_empty_split_raw(tmp_path, split):
+    d = _raw_dir(tmp_path)
+    (d / f"{split}.txt").write_text("\n  \n")
+    with pytest.raises(DataError, match=f"the {split} split is empty") as exc:
+        load_dataset(data_path=d)
+    _assert_names(exc, d / f"{split}.txt", None)
+
+
+def test_error_empty_split_udd(tmp_path):
+    d, _, _ = _udd_dir(tmp_path)
+    (d / "test.txt").write_text("")
+    with pytest.raises(DataError, match="the test split is empty") as exc:
+        load_dataset(data_path=d, fmt="udd_hrt")
+    _assert_names(exc, d / "test.txt", None)
+
+
+@pytest.mark.parametrize("missing", ["train.txt", "valid.txt", "test.txt"])
+def test_error_missing_file_raw(tmp_path, missing):
+    d = _raw_dir(tmp_path)
+    (d / missing).unlink()
+    with pytest.raises(DataError, match="file not found") as exc:
+        load_dataset(data_path=d)
+    _assert_names(exc, d / missing, None)
+
+
+def test_error_missing_dict_udd(tmp_path):
+    d, _, _ = _udd_dir(tmp_path)
+    (d / "entities.dict").unlink()
+    with pytest.raises(DataError, match="file not found") as exc:
+        load_dataset(data_path=d, fmt="udd_hrt")
+    _assert_names(exc, d / "entities.dict", None)
+
+
+def test_error_missing_folder(tmp_path):
+    with pytest.raises(DataError, match="not a folder") as exc:
+        load_dataset(data_path=tmp_path / "nope")
+    assert str(tmp_path / "nope") in str(exc.value)
+
+
+@pytest.mark.parametrize("fmt", ["raw_udd_hrr", "raw_udd_hr", "udd_xyz", "raw_udd_hrtt"])
+def test_error_bad_format_suffix(tmp_path, fmt):
+    d = _raw_dir(tmp_path)
+    with pytest.raises(DataError, match="permutation of 'hrt'") as exc:
+        load_dataset(data_path=d, fmt=fmt)
+    assert repr(fmt) in str(exc.value)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "hrt", "rawudd_hrt", ""])
+def test_error_unknown_format(tmp_path, fmt):
+    d = _raw_dir(tmp_path)
+    with pytest.raises(DataError, match="--format") as exc:
+        load_dataset(data_path=d, fmt=fmt)
+    assert repr(fmt) in str(exc.value)
+
+
+def test_error_unknown_builtin():
+    with pytest.raises(DataError, match="'wn18rr' is not built in") as exc:
+        load_dataset("wn18rr")
+    for name in BUILTIN_DATASETS:
+        assert name in str(exc.value)
+
+
+def test_error_nothing_given():
+    with pytest.raises(ValueError, match="--data_path"):
+        load_dataset()
+
+
+def test_data_error_is_value_error():
+    assert issubclass(DataError, ValueError)
+
+
+# ---------------------------------------------------------------- unseen policy
+
+UNSEEN_VALID = [("a", "r1", "c"), ("a", "r1", "zz"), ("b", "r2", "c"), ("yy", "rnew", "b")]
+UNSEEN_TEST = [("c", "r1", "e"), ("zz", "r1", "a")]  # zz is only in valid
+
+
+def _unseen_dir(tmp_path):
+    return _raw_dir(tmp_path, valid=UNSEEN_VALID, test=UNSEEN_TEST, name="unseen")
+
+
+def test_unseen_keep_default_warns_and_keeps(tmp_path):
+    d = _unseen_dir(tmp_path)
+    with pytest.warns(UserWarning, match=r"3 entities/relations never occur in train") as rec:
+        kg = load_dataset(data_path=d)
+    assert any(str(d / "valid.txt") in str(w.message) for w in rec)
+    assert _named(kg, "valid") == UNSEEN_VALID
+    assert _named(kg, "test") == UNSEEN_TEST
+    # the train vocabulary keeps the first ids, unseen names are appended
+    assert kg.entities == ["a", "b", "c", "d", "e", "zz", "yy"]
+    assert kg.relations == ["r1", "r2", "r3", "rnew"]
+    train_ids = set(kg.train[:, [0, 2]].flatten().tolist())
+    assert kg.entity_id("zz") not in train_ids and kg.entity_id("yy") not in train_ids
+    # the test split only reuses zz (already added by valid): no second warning for test
+    assert not any(str(d / "test.txt") in str(w.message) for w in rec)
+
+
+def test_unseen_keep_explicit_on_test_split(tmp_path):
+    d = _raw_dir(tmp_path, test=[("c", "r1", "e"), ("q", "r1", "a")], name="t")
+    with pytest.warns(UserWarning) as rec:
+        kg = load_dataset(data_path=d, unseen="keep")
+    msgs = [str(w.message) for w in rec]
+    assert any(str(d / "test.txt") in m and "'q'" in m and "unseen='keep'" in m for m in msgs), msgs
+    assert _named(kg, "test")[1] == ("q", "r1", "a")
+
+
+def test_unseen_drop(tmp_path):
+    d = _unseen_dir(tmp_path)
+    with pytest.warns(UserWarning, match="dropped") as rec:
+        kg = load_dataset(data_path=d, unseen="drop")
+    msgs = [str(w.message) for w in rec]
+    assert any(str(d / "valid.txt") in m and "dropped 2 triples" in m for m in msgs), msgs
+    assert any(str(d / "test.txt") in m and "dropped 1 triples" in m for m in msgs), msgs
+    assert _named(kg, "valid") == [("a", "r1", "c"), ("b", "r2", "c")]
+    assert _named(kg, "test") == [("c", "r1", "e")]
+    assert kg.entities == ["a", "b", "c", "d", "e"]
+    assert kg.relations == ["r1", "r2", "r3"]
+
+
+def test_unseen_error(tmp_path):
+    d = _unseen_dir(tmp_path)
+    with pytest.raises(DataError, match="'zz' does not occur in the training split") as exc:
+        load_dataset(data_path=d, unseen="error")
+    _assert_names(exc, d / "valid.txt", 2)
+
+
+def test_unseen_error_relation_on_test(tmp_path):
+    d = _raw_dir(tmp_path, test=[("c", "r1", "e"), ("a", "r1", "b"), ("a", "rX", "b")], name="rel")
+    with pytest.raises(DataError, match="'rX'") as exc:
+        load_dataset(data_path=d, unseen="error")
+    _assert_names(exc, d / "test.txt", 3)
+
+
+@pytest.mark.parametrize("policy", ["keep", "drop", "error"])
+def test_unseen_policies_no_warning_when_all_seen(tmp_path, policy):
+    d = _raw_dir(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kg = load_dataset(data_path=d, unseen=policy)
+    assert _named(kg, "valid") == VALID and _named(kg, "test") == TEST
+
+
+def test_unseen_bad_policy(tmp_path):
+    d = _raw_dir(tmp_path)
+    with pytest.raises(ValueError, match="unseen='ignore'"):
+        load_raw_triples(d, unseen="ignore")
+
+
+# ---------------------------------------------------------------- KG helpers
+
+def test_remap_to_permuted_vocabulary(tmp_path):
+    kg = load_dataset(data_path=_raw_dir(tmp_path))
+    ents = ["zzz_extra"] + list(reversed(kg.entities))
+    rels = ["r3", "r1", "r2", "r_extra"]
+    out = kg.remap(ents, rels)
+    assert out.entities == ents and out.relations == rels
+    assert out.name == kg.name
+    for split in ("train", "valid", "test"):
+        assert _named(out, split) == _named(kg, split)
+    assert not torch.equal(out.train, kg.train)
+    assert out.entity_id("a") == ents.index("a")
+    assert out.relation_id("r1") == 1
+
+
+def test_remap_identity(tiny_kg):
+    out = tiny_kg.remap(tiny_kg.entities, tiny_kg.relations)
+    for split in ("train", "valid", "test"):
+        assert torch.equal(out.split(split), tiny_kg.split(split))
+
+
+def test_remap_missing_names(tiny_kg):
+    with pytest.raises(DataError, match=r"1 entities and 0 relations") as exc:
+        tiny_kg.remap([e for e in tiny_kg.entities if e != "c"], tiny_kg.relations)
+    assert "'c'" in str(exc.value)
+    with pytest.raises(DataError, match=r"0 entities and 1 relations"):
+        tiny_kg.remap(tiny_kg.entities, tiny_kg.relations[:-1])
+
+
+def test_entity_and_relation_id(tiny_kg):
+    for i, name in enumerate(tiny_kg.entities):
+        assert tiny_kg.entity_id(name) == i
+    for i, name in enumerate(tiny_kg.relations):
+        assert tiny_kg.relation_id(name) == i
+    with pytest.raises(KeyError, match=re.escape("unknown entity 'nobody'")):
+        tiny_kg.entity_id("nobody")
+    with pytest.raises(KeyError, match=re.escape("unknown relation 'r99'")):
+        tiny_kg.relation_id("r99")
+
+
+def test_split_unknown(tiny_kg):
+    with pytest.raises(ValueError, match="unknown split 'dev'"):
+        tiny_kg.split("dev")
+
+
+def test_kg_validates_tensors():
+    z = torch.zeros((1, 3), dtype=torch.int64)
+    with pytest.raises(DataError, match="int64"):
+        KG(["a"], ["r"], z.to(torch.int32), z, z)
+    with pytest.raises(DataError, match="entity ids outside"):
+        KG(["a"], ["r"], torch.tensor([[0, 0, 1]]), z, z)
+    with pytest.raises(DataError, match="relation ids outside"):
+        KG(["a"], ["r"], torch.tensor([[0, 1, 0]]), z, z)
+    kg = KG(["a"], ["r"], z, torch.empty((0, 3), dtype=torch.int64), z)
+    assert "valid=0" in repr(kg)
