@@ -7,6 +7,7 @@ unchanged beside the dashed short forms (``--model``, ``--dim``, ``--save-path``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import warnings
@@ -44,76 +45,73 @@ def _load(args: argparse.Namespace):
 
 
 def _add_train(sub) -> None:
-    d = TrainConfig()
+    d = argparse.SUPPRESS  # unset flags fall back to kgengine.presets, then TrainConfig
     p = sub.add_parser("train", help="train a model", description="Train a KGE model; writes the saved-model folder, "
                        "metrics.json (valid and test, filtered) and train_log.jsonl into --save-path.")
     _add_data_args(p, True)
     g = p.add_argument_group("model")
-    g.add_argument("--model", "--model_name", "--model-name", dest="model_name", default=d.model_name,
-                   help=f"one of {', '.join(model_names())} (default {d.model_name})")
-    g.add_argument("--dim", "--hidden_dim", "--hidden-dim", dest="hidden_dim", type=int, default=d.hidden_dim,
-                   help="embedding dimension; complex dimension for ComplEx/RotatE (default %(default)s)")
-    g.add_argument("-g", "--gamma", type=float, default=d.gamma, help="margin of distance models; sets the init "
-                   "range (gamma+2)/dim for all (default %(default)s)")
+    g.add_argument("--model", "--model_name", "--model-name", dest="model_name", default=d,
+                   help=f"one of {', '.join(model_names())} (default TransE_l2)")
+    g.add_argument("--dim", "--hidden_dim", "--hidden-dim", dest="hidden_dim", type=int, default=d,
+                   help="embedding dimension; complex dimension for ComplEx/RotatE")
+    g.add_argument("-g", "--gamma", type=float, default=d, help="margin of distance models; sets the init "
+                   "range (gamma+2)/dim for all")
     g.add_argument("-de", "--double_ent", action="store_true", help="accepted for DGL-KE compatibility; ComplEx and "
                    "RotatE always store 2*dim reals per entity")
     g.add_argument("-dr", "--double_rel", action="store_true", help="accepted for DGL-KE compatibility (no effect)")
     g = p.add_argument_group("training")
-    g.add_argument("--lr", type=float, default=d.lr, help="Adagrad learning rate (default %(default)s)")
-    g.add_argument("-b", "--batch-size", "--batch_size", dest="batch_size", type=int, default=d.batch_size)
+    g.add_argument("--lr", type=float, default=d, help="Adagrad learning rate")
+    g.add_argument("-b", "--batch-size", "--batch_size", dest="batch_size", type=int, default=d)
     g.add_argument("-n", "--neg-sample-size", "--neg_sample_size", dest="neg_sample_size", type=int,
-                   default=d.neg_sample_size, help="negatives shared by each chunk (default %(default)s)")
-    g.add_argument("--neg-chunk-size", "--neg_chunk_size", dest="neg_chunk_size", type=int, default=-1,
+                   default=d, help="negatives shared by each chunk")
+    g.add_argument("--neg-chunk-size", "--neg_chunk_size", dest="neg_chunk_size", type=int, default=d,
                    help="positives per chunk sharing negatives; must divide the batch (default: neg_sample_size)")
-    g.add_argument("--neg-deg-sample", "--neg_deg_sample", dest="neg_deg_sample", action="store_true",
+    g.add_argument("--neg-deg-sample", "--neg_deg_sample", dest="neg_deg_sample", action="store_const",
+                   const=True, default=d,
                    help="draw negatives proportional to entity degree in train (from the DGL graph)")
     g.add_argument("-adv", "--neg_adversarial_sampling", "--adv", dest="neg_adversarial_sampling",
-                   action="store_true", help="self-adversarial weighting of negatives")
+                   action="store_const", const=True, default=d, help="self-adversarial weighting of negatives")
     g.add_argument("-a", "--adversarial_temperature", "--adversarial-temperature", dest="adversarial_temperature",
-                   type=float, default=d.adversarial_temperature)
+                   type=float, default=d)
     g.add_argument("-rc", "--regularization_coef", "--regularization-coef", dest="regularization_coef", type=float,
-                   default=d.regularization_coef)
+                   default=d)
     g.add_argument("-rn", "--regularization_norm", "--regularization-norm", dest="regularization_norm", type=int,
-                   default=d.regularization_norm)
-    g.add_argument("--max-step", "--max_step", dest="max_step", type=int, default=d.max_step)
-    g.add_argument("--seed", type=int, default=d.seed)
+                   default=d)
+    g.add_argument("--max-step", "--max_step", dest="max_step", type=int, default=d)
+    g.add_argument("--seed", type=int, default=d)
     g.add_argument("--device", default=None, help="cpu (default) or cuda[:N]")
     g.add_argument("--gpu", type=int, nargs="*", default=None, help="DGL-KE style: --gpu 0 means --device cuda:0")
-    g.add_argument("--num-thread", "--num_thread", dest="num_thread", type=int, default=0,
+    g.add_argument("--num-thread", "--num_thread", dest="num_thread", type=int, default=d,
                    help="torch CPU threads (0: torch's default)")
     g = p.add_argument_group("validation, checkpoints, output")
     g.add_argument("--save-path", "--save_path", dest="save_path", required=True, help="output folder")
-    g.add_argument("--log-interval", "--log_interval", dest="log_interval", type=int, default=d.log_interval)
+    g.add_argument("--log-interval", "--log_interval", dest="log_interval", type=int, default=d)
     g.add_argument("--eval-interval", "--eval_interval", "--valid-interval", dest="eval_interval", type=int,
-                   default=0, help="validate (filtered MRR) every N steps; 0 = only at the end")
+                   default=d, help="validate (filtered MRR) every N steps; 0 = only at the end")
     g.add_argument("--early-stop-patience", "--early_stop_patience", dest="early_stop_patience", type=int,
-                   default=0, help="stop after N validations without a better valid MRR (0: never)")
+                   default=d, help="stop after N validations without a better valid MRR (0: never)")
     g.add_argument("--checkpoint-interval", "--checkpoint_interval", dest="checkpoint_interval", type=int,
-                   default=0, help="write a checkpoint every N steps into SAVE_PATH/checkpoints")
+                   default=d, help="write a checkpoint every N steps into SAVE_PATH/checkpoints")
     g.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --save-path")
-    g.add_argument("--ties", choices=TIE_MODES, default="realistic", help="rank ties (default realistic)")
+    g.add_argument("--ties", dest="eval_ties", choices=TIE_MODES, default=d, help="rank ties (default realistic)")
     g.add_argument("--no-eval", "--no_eval", dest="no_eval", action="store_true",
                    help="skip the final valid/test evaluation")
     g.add_argument("--test", "--valid", dest="_dglke_eval", action="store_true",
                    help="accepted for DGL-KE compatibility; valid and test are evaluated unless --no-eval")
-    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    g.add_argument("--no-progress", dest="progress", action="store_const", const=False, default=d,
+                   help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from .presets import preset_config
     from .train import train
 
-    device = args.device or (f"cuda:{args.gpu[0]}" if args.gpu and args.gpu[0] >= 0 else "cpu")
-    cfg = TrainConfig(
-        model_name=args.model_name, hidden_dim=args.hidden_dim, gamma=args.gamma, lr=args.lr,
-        batch_size=args.batch_size, neg_sample_size=args.neg_sample_size, neg_chunk_size=args.neg_chunk_size,
-        neg_deg_sample=args.neg_deg_sample, neg_adversarial_sampling=args.neg_adversarial_sampling,
-        adversarial_temperature=args.adversarial_temperature, regularization_coef=args.regularization_coef,
-        regularization_norm=args.regularization_norm, max_step=args.max_step, seed=args.seed, device=device,
-        log_interval=args.log_interval, eval_interval=args.eval_interval,
-        early_stop_patience=args.early_stop_patience, checkpoint_interval=args.checkpoint_interval,
-        eval_ties=args.ties, num_thread=args.num_thread, progress=args.progress,
-    )
+    explicit = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    explicit.pop("device", None)
+    explicit["device"] = args.device or (f"cuda:{args.gpu[0]}" if args.gpu and args.gpu[0] >= 0 else "cpu")
+    model = explicit.pop("model_name", "TransE_l2")
+    cfg = preset_config(model, args.dataset or (Path(args.data_path).name if args.data_path else None), **explicit)
     kg = _load(args)
     print(f"{kg}; {cfg.model_name} dim={cfg.hidden_dim} on {cfg.device}", file=sys.stderr)
     trained = train(kg, cfg, args.save_path, resume=args.resume, evaluate_test=not args.no_eval)

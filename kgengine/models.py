@@ -233,6 +233,9 @@ class KGEModel(nn.Module):
         model = create_model(cfg.pop("model_name"), cfg.pop("num_entities"), cfg.pop("num_relations"),
                              cfg.pop("hidden_dim"), **cfg)
         tensors = load_file(str(path / "model.safetensors"))
+        missing = sorted(set(model.tables) - set(tensors))
+        if missing:
+            raise ValueError(f"{path}: model.safetensors lacks the table(s) {missing} that {model.name} needs")
         for k, v in tensors.items():
             if k not in model.tables or model.tables[k].shape != v.shape:
                 raise ValueError(f"{path}: table {k} {tuple(v.shape)} does not fit the config")

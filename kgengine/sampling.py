@@ -72,8 +72,8 @@ class ChunkNegativeSampler:
         self.cdf = None
         if degrees is not None:
             w = degrees.to(torch.float64)
-            if w.shape != (num_entities,) or (w < 0).any() or w.sum() <= 0:
-                raise ValueError("degrees must be a non-negative (num_entities,) tensor with a positive sum")
+            if w.shape != (num_entities,) or not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+                raise ValueError("degrees must be a finite, non-negative (num_entities,) tensor with a positive sum")
             cdf = torch.cumsum(w, 0)
             self.cdf = cdf / cdf[-1]
 

@@ -415,3 +415,15 @@ def test_save_overwrites_existing_folder(tmp_path):
     loaded = KGEModel.from_pretrained(tmp_path)
     assert torch.equal(loaded.tables["entity"], b.tables["entity"])
     assert not (tmp_path / "model.safetensors.tmp").exists()
+
+
+def test_from_pretrained_rejects_a_missing_table(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    m = create_model("TransR", 5, 2, 3)
+    m.save_pretrained(tmp_path)
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    del tensors["projection"]
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match="projection"):
+        KGEModel.from_pretrained(tmp_path)

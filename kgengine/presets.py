@@ -1,0 +1,44 @@
+"""Default hyperparameters: per model, refined per (dataset, model) where we tuned them.
+
+``preset_config("ComplEx", "kinships", max_step=500)`` resolves, in order:
+explicit arguments > the (dataset, model) entry > the model entry >
+:class:`~kgengine.train.TrainConfig`'s field defaults. The figures these
+settings give are in the README and benchmarks/RESULTS.md.
+"""
+from __future__ import annotations
+
+from .train import TrainConfig
+
+__all__ = ["MODEL_DEFAULTS", "DATASET_DEFAULTS", "preset_config", "preset_values"]
+
+_ADV = {"neg_adversarial_sampling": True, "adversarial_temperature": 1.0}
+
+MODEL_DEFAULTS: dict[str, dict] = {
+    "TransE_l1": dict(hidden_dim=400, gamma=12.0, lr=0.1, **_ADV),
+    "TransE_l2": dict(hidden_dim=400, gamma=10.0, lr=0.1, **_ADV),
+    "TransR": dict(hidden_dim=200, gamma=8.0, lr=0.05, **_ADV),
+    "DistMult": dict(hidden_dim=400, gamma=143.0, lr=0.1, regularization_coef=2e-6, **_ADV),
+    "ComplEx": dict(hidden_dim=200, gamma=12.0, lr=0.2, regularization_coef=1e-5, **_ADV),
+    "RotatE": dict(hidden_dim=200, gamma=12.0, lr=0.05, **_ADV),
+    "RESCAL": dict(hidden_dim=100, gamma=12.0, lr=0.05, **_ADV),
+}
+
+# Small built-in graphs: short runs with smaller batches.
+_SMALL = dict(max_step=2000, batch_size=512, neg_sample_size=128)
+DATASET_DEFAULTS: dict[tuple[str, str], dict] = {
+    **{(ds, m): dict(_SMALL) for ds in ("kinships", "umls", "nations") for m in MODEL_DEFAULTS},
+}
+
+
+def preset_values(model_name: str, dataset: str | None = None) -> dict:
+    """The preset keyword arguments for ``model_name`` on ``dataset`` (no explicit overrides)."""
+    canon = {m.lower(): m for m in MODEL_DEFAULTS}
+    model = canon.get(model_name.lower(), model_name)
+    vals = dict(MODEL_DEFAULTS.get(model, {}))
+    vals.update(DATASET_DEFAULTS.get(((dataset or "").lower(), model), {}))
+    return dict(vals, model_name=model)
+
+
+def preset_config(model_name: str, dataset: str | None = None, **overrides) -> TrainConfig:
+    """A :class:`TrainConfig` from the presets, with ``overrides`` applied last."""
+    return TrainConfig(**dict(preset_values(model_name, dataset), **overrides))
