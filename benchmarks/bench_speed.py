@@ -94,19 +94,19 @@ def _worker_kgengine(args, kg) -> dict:
 
     cfg = TrainConfig(model_name=args.model, hidden_dim=args.dim, gamma=args.gamma, lr=args.lr,
                       batch_size=args.batch_size, neg_sample_size=args.negs, neg_chunk_size=args.chunk,
-                      max_step=args.warmup + args.steps, seed=args.seed, num_thread=args.threads, progress=False,
+                      max_step=args.warmup + args.kgengine_steps, seed=args.seed, num_thread=args.threads, progress=False,
                       log_interval=10**9)
     trainer = Trainer(kg, cfg)
     torch.set_num_threads(args.threads)
-    losses = []
+    losses, n = [], args.kgengine_steps
     for s in range(args.warmup):
         losses.append(trainer.train_step(s))
     rss_before = _current_rss_mib()
     t0 = time.perf_counter()
-    for s in range(args.warmup, args.warmup + args.steps):
+    for s in range(args.warmup, args.warmup + n):
         losses.append(trainer.train_step(s))
     dt = time.perf_counter() - t0
-    return {"seconds": dt, "positives": args.steps * args.batch_size, "first_loss": losses[0],
+    return {"seconds": dt, "positives": n * args.batch_size, "steps": n, "first_loss": losses[0],
             "last_loss": losses[-1], "chunk": cfg.neg_chunk_size, "rss_before_timed_mib": rss_before}
 
 
@@ -170,7 +170,7 @@ def _worker_pykeen(args, kg) -> dict:
     if len(rec["t"]) < W + N + 1:
         raise SystemExit(f"PyKEEN stopped after {len(rec['t'])} batches, wanted {W + N + 1}")
     dt = rec["t"][W + N] - rec["t"][W]
-    return {"seconds": dt, "positives": sum(rec["sizes"][W:W + N]), "first_loss": rec["losses"][0],
+    return {"seconds": dt, "positives": sum(rec["sizes"][W:W + N]), "steps": N, "first_loss": rec["losses"][0],
             "last_loss": rec["losses"][W + N - 1], "rss_before_timed_mib": rec["rss_before_timed_mib"]}
 
 
@@ -237,13 +237,16 @@ def _worker_cmd(args, engine: str, model: str, cache: str) -> list[str]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--engine", engine, "--models", model,
            "--kg-cache", cache, "--threads", str(args.threads), "--batch-size", str(args.batch_size),
            "--negs", str(args.negs), "--chunk", str(args.chunk), "--dim", str(args.dim), "--gamma", str(args.gamma),
-           "--lr", str(args.lr), "--steps", str(args.steps), "--warmup", str(args.warmup), "--seed", str(args.seed),
+           "--lr", str(args.lr), "--steps", str(args.steps), "--kgengine-steps", str(args.kgengine_steps), "--warmup", str(args.warmup), "--seed", str(args.seed),
            "--pykeen-loss", args.pykeen_loss]
     return cmd
 
 
-def _run_worker(cmd: list[str], threads: int) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
+def _run_worker(cmd: list[str], args) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
+               PYTHONWARNINGS="ignore")
+    if args.omp_wait_policy:
+        env["OMP_WAIT_POLICY"] = args.omp_wait_policy
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     for line in p.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -273,13 +276,15 @@ def driver(args) -> None:
         f"- torch {torch.__version__}, kgengine {kgengine.__version__}, pykeen {pk_version}, "
         f"python {platform.python_version()}, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()})",
         f"- threads: torch.set_num_threads({args.threads}) in every worker (torch.get_num_threads() is reported "
-        f"per row); OMP/MKL_NUM_THREADS={args.threads}",
+        f"per row); OMP/MKL_NUM_THREADS={args.threads}; OMP_WAIT_POLICY="
+        f"{args.omp_wait_policy or os.environ.get('OMP_WAIT_POLICY') or '(unset: libgomp default, spins)'}",
         f"- settings: batch {args.batch_size} positives, {args.negs} negatives per positive, dim {args.dim} "
         f"(ComplEx: {args.dim} complex = {2 * args.dim} reals per vector in both engines), Adagrad lr {args.lr}, "
         f"gamma/margin {args.gamma} (TransE_l2), loss: kgengine logsigmoid, PyKEEN "
         + ("NSSALoss(adversarial_temperature=0) = the same uniform logsigmoid loss" if args.pykeen_loss == "nssa"
            else "SoftplusLoss"),
-        f"- timing: {args.warmup} warm-up batches, then {args.steps} timed batches; {args.repeats} repeats, each in a "
+        f"- timing: {args.warmup} warm-up batches, then {args.kgengine_steps} (kgengine) / {args.steps} (PyKEEN) timed "
+        f"batches; {args.repeats} repeats, each in a "
         "fresh subprocess, engines alternating first; positives/s = timed positives / timed wall seconds",
         f"- kgengine: neg_chunk_size {args.chunk if args.chunk > 0 else min(args.negs, args.batch_size)} -> each chunk "
         f"of positives SHARES one set of {args.negs} negatives (one bmm per chunk), row-sparse Adagrad on used rows",
@@ -301,7 +306,7 @@ def driver(args) -> None:
             for r in range(args.repeats):
                 order = list(args.engines) if r % 2 == 0 else list(reversed(args.engines))
                 for engine in order:
-                    res = _run_worker(_worker_cmd(args, engine, model, cache), args.threads)
+                    res = _run_worker(_worker_cmd(args, engine, model, cache), args)
                     res["load_after"] = _load(args)
                     results.setdefault((engine, model), []).append(res)
                     print(f"  {model:9s} {engine:8s} repeat {r + 1}/{args.repeats}: {res['pos_per_s']:>10.0f} pos/s "
@@ -358,8 +363,13 @@ def main(argv=None) -> None:
     p.add_argument("--dim", type=int, default=200, help="kgengine hidden_dim = PyKEEN embedding_dim")
     p.add_argument("--gamma", type=float, default=12.0)
     p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--steps", type=int, default=30, help="timed batches per measurement")
-    p.add_argument("--warmup", type=int, default=5, help="untimed batches before the timed ones")
+    p.add_argument("--steps", type=int, default=10, help="timed PyKEEN batches per measurement")
+    p.add_argument("--kgengine-steps", type=int, default=200,
+                   help="timed kgengine batches per measurement (kgengine steps are much shorter; pass the same "
+                        "value as --steps for identical counts)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed batches before the timed ones (both engines)")
+    p.add_argument("--omp-wait-policy", choices=("PASSIVE", "ACTIVE"), default=None,
+                   help="set OMP_WAIT_POLICY in the workers (default: inherit; unset = libgomp spins)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pykeen-loss", choices=("nssa", "softplus"), default="nssa")

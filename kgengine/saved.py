@@ -92,7 +92,8 @@ class TrainedKGE:
 
     def known_triples(self) -> torch.Tensor:
         """``int64 (n, 3)``: every stored triple (empty if none were saved)."""
-        ts = [t for t in self.triples.values() if len(t)]
+        order = ["train", "valid", "test"] + sorted(set(self.triples) - {"train", "valid", "test"})
+        ts = [self.triples[k] for k in order if k in self.triples and len(self.triples[k])]
         return torch.cat(ts) if ts else torch.empty((0, 3), dtype=torch.int64)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
