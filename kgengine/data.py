@@ -103,16 +103,10 @@ class KG:
         return torch.cat([self.train, self.valid, self.test])
 
     def entity_id(self, name: str) -> int:
-        try:
-            return self._entity_index[name]
-        except KeyError:
-            raise KeyError(f"unknown entity {name!r} (the KG has {self.num_entities} entities)") from None
+        return lookup(self._entity_index, name, "entity")
 
     def relation_id(self, name: str) -> int:
-        try:
-            return self._relation_index[name]
-        except KeyError:
-            raise KeyError(f"unknown relation {name!r} (the KG has {self.num_relations} relations)") from None
+        return lookup(self._relation_index, name, "relation")
 
     def remap(self, entities: Sequence[str], relations: Sequence[str]) -> "KG":
         """The same triples expressed in another vocabulary (e.g. a saved model's).
@@ -141,6 +135,14 @@ class KG:
             f"KG(name={self.name!r}, entities={self.num_entities}, relations={self.num_relations}, "
             f"train={len(self.train)}, valid={len(self.valid)}, test={len(self.test)})"
         )
+
+
+def lookup(index: dict[str, int], name: str, kind: str) -> int:
+    """``index[name]``, or a ``KeyError`` that names the unknown ``kind`` (entity/relation)."""
+    try:
+        return index[name]
+    except KeyError:
+        raise KeyError(f"unknown {kind} {name!r}: not among the {len(index)} known {kind} names") from None
 
 
 def _column_order(fmt: str) -> tuple[int, int, int]:

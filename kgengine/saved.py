@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .data import KG
+from .data import KG, lookup
 from .models import KGEModel
 
 __all__ = ["TrainedKGE", "write_vocab", "read_vocab", "atomic_write_text"]
@@ -79,16 +79,10 @@ class TrainedKGE:
         return str(self.config.get("dataset", "kg"))
 
     def entity_id(self, name: str) -> int:
-        try:
-            return self._e[name]
-        except KeyError:
-            raise KeyError(f"unknown entity {name!r}: not among the model's {len(self.entities)} entities") from None
+        return lookup(self._e, name, "entity")
 
     def relation_id(self, name: str) -> int:
-        try:
-            return self._r[name]
-        except KeyError:
-            raise KeyError(f"unknown relation {name!r}: not among the model's {len(self.relations)} relations") from None
+        return lookup(self._r, name, "relation")
 
     def known_triples(self) -> torch.Tensor:
         """``int64 (n, 3)``: every stored triple (empty if none were saved)."""
