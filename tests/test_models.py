@@ -22,7 +22,7 @@ from kgengine.models import KGEModel, create_model, model_names
 torch.set_num_threads(1)
 
 ALL_MODELS = ["TransE_l1", "TransE_l2", "DistMult", "ComplEx", "RESCAL", "RotatE", "TransR"]
-BLOCKED_MODELS = ["RotatE", "TransR"]  # the ones scoring candidates through models._blocked
+BLOCKED_MODELS = ["TransR"]  # the ones scoring candidates through models._blocked
 
 NE, NR, DIM, GAMMA = 9, 4, 4, 5.0
 TOL = dict(rtol=1e-10, atol=1e-10)
@@ -337,7 +337,21 @@ def test_blocked_path_same_scores_and_gradients(name, side, block, monkeypatch):
     _assert_grads_close(g, b_g)
 
 
-@pytest.mark.parametrize("name", BLOCKED_MODELS)
+@pytest.mark.parametrize("budget", [1, 2 * 2 * 8 * 3, 10**9])
+@pytest.mark.parametrize("side", ["tail", "head"])
+def test_rotate_cache_blocked_kernel_matches_brute_force(side, budget, monkeypatch):
+    """RotatE's distance kernel: any block size gives the brute-force scores and gradients."""
+    m = make_model("RotatE")
+    monkeypatch.setattr(models, "CACHE_BLOCK_BYTES", budget)
+    fwd = _fwd_tails if side == "tail" else _fwd_heads
+    brute = _brute_tails if side == "tail" else _brute_heads
+    out, g = _grads(m, fwd)
+    b_out, b_g = _grads(m, brute)
+    torch.testing.assert_close(out, b_out, **TOL)
+    _assert_grads_close(g, b_g)
+
+
+@pytest.mark.parametrize("name", BLOCKED_MODELS + ["RotatE"])
 def test_blocked_evaluation_scores_unchanged(name, monkeypatch):
     m = make_model(name)
     h, r, t = random_triples(6)
@@ -345,6 +359,7 @@ def test_blocked_evaluation_scores_unchanged(name, monkeypatch):
         ref_t = m.score_candidates(h, r, "tail")
         ref_h = m.score_candidates(t, r, "head")
         monkeypatch.setattr(models, "BLOCK_BUDGET_BYTES", 1)
+        monkeypatch.setattr(models, "CACHE_BLOCK_BYTES", 1)
         torch.testing.assert_close(m.score_candidates(h, r, "tail"), ref_t, **TOL)
         torch.testing.assert_close(m.score_candidates(t, r, "head"), ref_h, **TOL)
 
