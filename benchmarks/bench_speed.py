@@ -7,7 +7,8 @@ optimizer (Adagrad, lr 0.1) and loss (``-(mean logsigmoid(pos) + mean
 logsigmoid(-neg)) / 2``: kgengine's loss, PyKEEN's ``NSSALoss`` with
 ``adversarial_temperature=0`` i.e. uniform weights, or ``SoftplusLoss`` with
 ``--pykeen-loss softplus``). Throughput is positive triples per second over
-``--steps`` batches after ``--warmup`` batches, measured ``--repeats`` times;
+``--steps`` PyKEEN batches / ``--kgengine-steps`` kgengine steps after
+``--warmup`` untimed batches, measured ``--repeats`` times;
 every measurement runs in its own subprocess (so peak RSS is per engine), and
 the engines are interleaved (alternating which goes first) so that drifting
 machine load hits both alike.
@@ -25,7 +26,7 @@ The design difference being measured:
 
 Usage (see benchmarks/README.md)::
 
-    python benchmarks/bench_speed.py --dataset kinships --steps 20 --repeats 1   # smoke
+    python benchmarks/bench_speed.py --dataset kinships --repeats 1              # smoke
     python benchmarks/bench_speed.py                                              # FB15k-237
     python benchmarks/bench_speed.py --profile-kgengine 50                        # where a kgengine step goes
 """
@@ -94,8 +95,8 @@ def _worker_kgengine(args, kg) -> dict:
 
     cfg = TrainConfig(model_name=args.model, hidden_dim=args.dim, gamma=args.gamma, lr=args.lr,
                       batch_size=args.batch_size, neg_sample_size=args.negs, neg_chunk_size=args.chunk,
-                      max_step=args.warmup + args.kgengine_steps, seed=args.seed, num_thread=args.threads, progress=False,
-                      log_interval=10**9)
+                      max_step=args.warmup + args.kgengine_steps, seed=args.seed, num_thread=args.threads,
+                      progress=False, log_interval=10**9)
     trainer = Trainer(kg, cfg)
     torch.set_num_threads(args.threads)
     losses, n = [], args.kgengine_steps
@@ -237,7 +238,8 @@ def _worker_cmd(args, engine: str, model: str, cache: str) -> list[str]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--engine", engine, "--models", model,
            "--kg-cache", cache, "--threads", str(args.threads), "--batch-size", str(args.batch_size),
            "--negs", str(args.negs), "--chunk", str(args.chunk), "--dim", str(args.dim), "--gamma", str(args.gamma),
-           "--lr", str(args.lr), "--steps", str(args.steps), "--kgengine-steps", str(args.kgengine_steps), "--warmup", str(args.warmup), "--seed", str(args.seed),
+           "--lr", str(args.lr), "--steps", str(args.steps), "--kgengine-steps", str(args.kgengine_steps),
+           "--warmup", str(args.warmup), "--seed", str(args.seed),
            "--pykeen-loss", args.pykeen_loss]
     return cmd
 
@@ -310,12 +312,13 @@ def driver(args) -> None:
                     res["load_after"] = _load(args)
                     results.setdefault((engine, model), []).append(res)
                     print(f"  {model:9s} {engine:8s} repeat {r + 1}/{args.repeats}: {res['pos_per_s']:>10.0f} pos/s "
-                          f"({res['seconds']:.2f}s for {res['positives']} positives), peak RSS "
+                          f"({res['seconds']:.2f}s for {res['steps']} batches), peak RSS "
                           f"{res['peak_rss_mib']:.0f} MiB, loss {res['first_loss']:.4f} -> {res['last_loss']:.4f}, "
                           f"threads {res['threads']}, load {res['load_after']}", flush=True)
 
     rows = [
-        "| engine | model | threads | batch | negs | dim | positives/s median | min..max | peak RSS MiB | ratio kgengine/PyKEEN |",
+        "| engine | model | threads | batch | negs | dim | positives/s median | min..max | peak RSS MiB "
+        "| ratio kgengine/PyKEEN |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for model in args.models:
@@ -332,9 +335,17 @@ def driver(args) -> None:
                         f"{' (shared/chunk ' + str(rs[0]['chunk']) + ')' if engine == 'kgengine' else ' (indep.)'} "
                         f"| {args.dim} | {med[engine]:.0f} | {min(v):.0f}..{max(v):.0f} "
                         f"| {max(x['peak_rss_mib'] for x in rs):.0f} | {ratio} |")
+    busy = max(os.getloadavg()[0], float(load_start.split()[0])) >= (os.cpu_count() or 1)
     footer = [
         "",
         f"- load average at end: {_load(args)}; total wall {time.perf_counter() - t_start:.0f}s",
+    ] + ([
+        f"- WARNING: load average >= {os.cpu_count()} CPUs: other jobs compete for the cores. With --threads > 1 and "
+        "libgomp's default spin-waiting, every parallel op can wait a scheduler slice for a descheduled thread; "
+        "kgengine (many small ops per step) suffers far more than PyKEEN (few large ones). Compare with "
+        "--omp-wait-policy PASSIVE or --threads 1 (benchmarks/README.md)."
+    ] if busy and args.threads > 1 and (args.omp_wait_policy or os.environ.get("OMP_WAIT_POLICY")) != "PASSIVE"
+        else []) + [
         "- peak RSS is the whole worker process (imports + data + training), from resource.getrusage(RUSAGE_SELF).",
         "- the negatives column: kgengine scores each positive against the negatives its chunk shares; PyKEEN draws "
         "and scores that many independent corrupted triples per positive. That is the design difference measured.",
@@ -351,7 +362,8 @@ def driver(args) -> None:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-path", default=None, help=f"folder with train/valid/test.txt (default {DEFAULT_DATA})")
     p.add_argument("--dataset", default=None, help="a kgengine built-in dataset instead (kinships, umls, nations)")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
@@ -364,7 +376,7 @@ def main(argv=None) -> None:
     p.add_argument("--gamma", type=float, default=12.0)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--steps", type=int, default=10, help="timed PyKEEN batches per measurement")
-    p.add_argument("--kgengine-steps", type=int, default=200,
+    p.add_argument("--kgengine-steps", type=int, default=50,
                    help="timed kgengine batches per measurement (kgengine steps are much shorter; pass the same "
                         "value as --steps for identical counts)")
     p.add_argument("--warmup", type=int, default=2, help="untimed batches before the timed ones (both engines)")

@@ -37,7 +37,7 @@ class RowSparseAdagrad:
     @torch.no_grad()
     def step(self, name: str, idx: torch.Tensor, grad: torch.Tensor) -> None:
         """Apply the gradient ``grad (m, d)`` of the distinct rows ``idx (m,)`` of table ``name``."""
-        if not torch.isfinite(grad).all():
+        if not torch.isfinite(grad.sum()):  # one pass; NaN/inf propagate through the sum
             raise FloatingPointError(f"non-finite gradient for table {name!r}; lower --lr or check the data")
         S, W = self.state[name], self.tables[name]
         s = S.index_select(0, idx).addcmul_(grad, grad)

@@ -139,8 +139,8 @@ class Trainer:
         ent = self.tables["entity"].index_select(0, uniq_e).requires_grad_()
         rel_names = [n for n, idx in model.table_index.items() if idx == "relation"]
         rel = {n: self.tables[n].index_select(0, uniq_r).requires_grad_() for n in rel_names}
-        he, te = ent[inv_e[:B]], ent[inv_e[B:2 * B]]
-        ne = ent[inv_e[2 * B:]].view(C, k, -1)
+        rows = ent.index_select(0, inv_e)  # one gather: its backward is a single index_add_
+        he, te, ne = rows[:B], rows[B:2 * B], rows[2 * B:].view(C, k, -1)
         pos_score = model.score_emb(he, inv_r, rel, te)
         rq = inv_r.view(C, c)
         if step % 2:
