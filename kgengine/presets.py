@@ -27,6 +27,14 @@ MODEL_DEFAULTS: dict[str, dict] = {
 _SMALL = dict(max_step=2000, batch_size=512, neg_sample_size=128)
 DATASET_DEFAULTS: dict[tuple[str, str], dict] = {
     **{(ds, m): dict(_SMALL) for ds in ("kinships", "umls", "nations") for m in MODEL_DEFAULTS},
+    # ../shared/data/fb15k-237 and wn18rr (the folder name is the dataset name)
+    ("fb15k-237", "TransE_l2"): dict(hidden_dim=400, gamma=10.0, lr=0.1, batch_size=1024, neg_sample_size=256,
+                                     max_step=20000, eval_interval=5000),
+    ("fb15k-237", "ComplEx"): dict(hidden_dim=300, gamma=12.0, lr=0.15, regularization_coef=5e-6, batch_size=1024,
+                                   neg_sample_size=256, max_step=30000, eval_interval=5000),
+    ("wn18rr", "ComplEx"): dict(hidden_dim=200, gamma=12.0, lr=0.1, regularization_coef=1e-5,
+                                adversarial_temperature=0.5, batch_size=512, neg_sample_size=256, max_step=20000,
+                                eval_interval=5000),
 }
 
 
