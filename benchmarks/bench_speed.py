@@ -59,7 +59,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = "/work/shared/data/fb15k-237"
+DEFAULT_DATA = str(HERE.parents[1] / "shared" / "data" / "fb15k-237")  # ../shared beside the checkout
 ENGINES = ("kgengine", "pykeen", "pyg", "torchkge")
 # what a peer needs: the distribution (for its version) and the imports its worker does
 PEER_PACKAGES = {

@@ -26,7 +26,7 @@ from bridge.corpus import (
     write_jsonl,
 )
 
-SHARED = Path("/work/shared/data")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared beside the checkout
 WNDB = SHARED / "wordnet-3.0" / "WNdb-3.0.tar.gz"
 WN18RR = SHARED / "wn18rr"
 

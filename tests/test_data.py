@@ -10,7 +10,7 @@ import torch
 
 from kgengine.data import BUILTIN_DATASETS, KG, DataError, load_dataset, load_raw_triples, load_udd
 
-SHARED = Path("/work/shared/data")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared beside the checkout
 
 TRAIN = [("a", "r1", "b"), ("b", "r1", "c"), ("c", "r2", "d"), ("d", "r2", "e"), ("e", "r3", "a")]
 VALID = [("a", "r2", "c"), ("b", "r3", "d")]
