@@ -14,3 +14,23 @@ from .vectors import KGVectors, load_kg_vectors
 
 __all__ = ["KGVectors", "load_kg_vectors", "EntityProjector", "anchor_pairs", "KGBridge", "add_entity_tokens",
            "EntityMLMCollator"]
+
+# Knowledge-enhanced pre-training (bridge.pretrain): KEPOutput and KEPTrainer import transformers'
+# Trainer, so they are resolved on first use (module __getattr__ below), not with the package.
+from .pretrain import (DistillKEP, InjectKEP, KEPCollator, KEPConfig, KEPModel, MultitaskKEP,  # noqa: E402
+                       PretrainResult, add_slot_token, build_kep_model, feature_kd_loss, kge_logsigmoid_loss,
+                       load_lm_with_mlm_head, logit_kd_loss, plot_loss_curve, pool_mentions, run_pretraining,
+                       tokenize_records, warmup_mlm_head)
+
+__all__ += ["KEPConfig", "KEPModel", "InjectKEP", "DistillKEP", "MultitaskKEP", "build_kep_model", "KEPCollator",
+            "KEPOutput", "KEPTrainer", "PretrainResult", "tokenize_records", "add_slot_token", "load_lm_with_mlm_head",
+            "warmup_mlm_head", "run_pretraining", "pool_mentions", "feature_kd_loss", "logit_kd_loss",
+            "kge_logsigmoid_loss", "plot_loss_curve"]
+
+
+def __getattr__(name: str):
+    if name in ("KEPOutput", "KEPTrainer"):
+        from . import pretrain
+
+        return getattr(pretrain, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
