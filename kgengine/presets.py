@@ -23,10 +23,13 @@ MODEL_DEFAULTS: dict[str, dict] = {
     "RESCAL": dict(hidden_dim=100, gamma=12.0, lr=0.05, **_ADV),
 }
 
-# Small built-in graphs: short runs with smaller batches.
+# Small built-in graphs: short runs with smaller batches; the per-candidate models (TransR,
+# RotatE) and RESCAL's d x d relations at a smaller dimension so a run stays around a minute.
 _SMALL = dict(max_step=2000, batch_size=512, neg_sample_size=128)
+_SMALL_DIM = {"TransR": 64, "RotatE": 100, "RESCAL": 64}
 DATASET_DEFAULTS: dict[tuple[str, str], dict] = {
-    **{(ds, m): dict(_SMALL) for ds in ("kinships", "umls", "nations") for m in MODEL_DEFAULTS},
+    **{(ds, m): dict(_SMALL, **({"hidden_dim": _SMALL_DIM[m]} if m in _SMALL_DIM else {}))
+       for ds in ("kinships", "umls", "nations") for m in MODEL_DEFAULTS},
     # ../shared/data/fb15k-237 and wn18rr (the folder name is the dataset name)
     ("fb15k-237", "TransE_l2"): dict(hidden_dim=400, gamma=10.0, lr=0.1, batch_size=1024, neg_sample_size=256,
                                      max_step=20000, eval_interval=5000),
