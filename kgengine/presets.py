@@ -38,6 +38,9 @@ DATASET_DEFAULTS: dict[tuple[str, str], dict] = {
     ("wn18rr", "ComplEx"): dict(hidden_dim=200, gamma=12.0, lr=0.1, regularization_coef=1e-5,
                                 adversarial_temperature=0.5, batch_size=512, neg_sample_size=256, max_step=20000,
                                 eval_interval=5000),
+    # RotatE scores negatives by a per-candidate kernel (no matrix product): fewer, cheaper negatives
+    ("wn18rr", "RotatE"): dict(hidden_dim=150, gamma=6.0, lr=0.05, adversarial_temperature=0.5, batch_size=512,
+                               neg_sample_size=64, max_step=16000, eval_interval=4000),
 }
 
 
