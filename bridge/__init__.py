@@ -34,3 +34,21 @@ def __getattr__(name: str):
 
         return getattr(pretrain, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# Probes (bridge.probe) and the `kge bridge` commands (bridge.cli).
+from .probe import (accuracy_macro_f1, fit_logistic_regression, format_probe_table, linkpred_probe,  # noqa: E402
+                    mention_features, random_like, typing_probe)
+
+__all__ += ["typing_probe", "linkpred_probe", "mention_features", "fit_logistic_regression", "accuracy_macro_f1",
+            "random_like", "format_probe_table", "add_bridge_commands"]
+
+_getattr_before_cli = __getattr__
+
+
+def __getattr__(name: str):  # noqa: F811 -- bridge.cli on first use (so `python -m bridge.cli` imports it once)
+    if name == "add_bridge_commands":
+        from .cli import add_bridge_commands
+
+        return add_bridge_commands
+    return _getattr_before_cli(name)
