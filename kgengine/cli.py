@@ -253,10 +253,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_train, _add_eval, _add_predict, _add_similar, _add_export):
         add(sub)
+    # listed here; parsed by bridge.cli, imported only when used (it pulls in transformers)
+    sub.add_parser("bridge", help="KG vectors into a BERT-family model: fit, pretrain, probe "
+                                  "(`kge bridge --help`)", add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bridge"]:
+        from bridge.cli import main as bridge_main
+
+        return bridge_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -114,3 +114,14 @@ def test_unknown_builtin_and_missing_model(tmp_path, capsys):
     assert "not built in" in capsys.readouterr().err
     assert main(["eval", "--model-path", str(tmp_path / "nothing")]) == 2
     assert "not a kgengine model folder" in capsys.readouterr().err
+
+
+def test_kge_bridge_is_routed_to_the_bridge_commands(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bridge", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "fit" in out and "pretrain" in out and "probe" in out
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "bridge" in capsys.readouterr().out
