@@ -8,6 +8,8 @@
   (``inputs_embeds``; the KG table stays outside the model); :func:`add_entity_tokens`: the same
   vectors as new vocabulary rows; :class:`EntityMLMCollator`: MLM batches that never mask entity slots.
 """
+import kgengine as _kgengine  # noqa: F401  (first: its OpenMP wait-policy default must precede torch's import)
+
 from .inject import EntityMLMCollator, KGBridge, add_entity_tokens
 from .project import EntityProjector, anchor_pairs
 from .vectors import KGVectors, load_kg_vectors
