@@ -614,12 +614,16 @@ def build_parser(prog: str = "python -m bridge.cli") -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m bridge.cli fit|pretrain|probe ...`` (a leading ``bridge`` is accepted too)."""
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """``python -m bridge.cli fit|pretrain|probe ...`` (a leading ``bridge`` is accepted too).
+
+    ``prog`` names the command in usage lines (default: ``kge bridge`` when run as ``kge``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bridge"]:
         argv = argv[1:]
-    args = build_parser().parse_args(argv)
+    if prog is None:
+        prog = "kge bridge" if Path(sys.argv[0]).name == "kge" else "python -m bridge.cli"
+    args = build_parser(prog).parse_args(argv)
     return args.func(args)
 
 
