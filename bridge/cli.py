@@ -21,8 +21,6 @@ runs it alone. Errors print ``kge bridge CMD: error: ...`` naming the argument o
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import inspect
 import json
 import logging
 import os
@@ -318,7 +316,6 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         raise BridgeCLIError("give --model, or --kg and --lm, not both")
     if not args.model and not (args.kg and args.lm):
         raise BridgeCLIError("give --kg and --lm (or --model, a KGBridge folder)")
-    fields = {f.name for f in dataclasses.fields(kep.KEPConfig)}
     cfg_kw: dict[str, Any] = {"mode": args.mode}
     for field, dest in _CONFIG_FLAGS.items():
         v = getattr(args, dest, None)
@@ -328,7 +325,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
             v = _sep_arg(v)
             if v is None:
                 continue
-        if v is not None and field in fields:
+        if v is not None:
             cfg_kw[field] = v
     config = kep.KEPConfig(**cfg_kw)
     teacher = args.teacher
@@ -339,9 +336,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
             raise BridgeCLIError(f"--model {args.model}: no {BRIDGE_CONFIG} (not a KGBridge folder)")
         source, tok = args.model, None
     else:
-        loader = getattr(kep, "load_lm_with_mlm_head", None)
         source, tok, info = build_bridge(args.kg, args.lm, names=args.names, alpha=args.alpha,
-                                         lm_loader=(lambda f: loader(f)) if loader else None)
+                                         lm_loader=kep.load_lm_with_mlm_head)
         _log(f"bridge: {info['anchors']} anchors, anchor fit cosine {info['anchor_fit_cosine']:.3f}")
         if teacher is None and (Path(args.kg) / "model_config.json").is_file():
             teacher = args.kg
@@ -353,8 +349,6 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
                               batch_size=args.batch_size, learning_rate=args.lr, logging_steps=args.logging_steps,
                               save_steps=args.save_steps, seed=args.seed, use_cpu=args.use_cpu,
                               progress=not args.no_progress, resume_from_checkpoint=True if args.resume else None)
-    params = inspect.signature(kep.run_pretraining).parameters
-    kw = {k: v for k, v in kw.items() if k in params}
     t0 = time.perf_counter()
     res = kep.run_pretraining(source, args.corpus, config, out, args.max_steps, **kw)
     secs = time.perf_counter() - t0

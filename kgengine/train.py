@@ -125,6 +125,7 @@ class Trainer:
         self.best_mrr = float("-inf")
         self.bad_evals = 0
         self.history: list[dict] = []
+        self._best_tables: dict[str, torch.Tensor] | None = None  # in-memory best when there is no save_path
 
     # ---- one step ----------------------------------------------------------
     def train_step(self, step: int) -> float:
@@ -234,7 +235,7 @@ class Trainer:
             best = KGEModel.from_pretrained(self.save_path / "best")
             for k, v in best.tables.items():
                 self.tables[k].copy_(v)
-        elif getattr(self, "_best_tables", None) is not None:
+        elif self._best_tables is not None:
             for k, v in self._best_tables.items():
                 self.tables[k].copy_(v)
 
