@@ -17,7 +17,7 @@ from .data import BUILTIN_DATASETS, DataError, UNSEEN_POLICIES, load_dataset
 from .evaluate import TIE_MODES
 from .export import EXPORT_FORMATS
 from .models import model_names
-from .train import TrainConfig
+from .train import LOSS_GENRES, TrainConfig
 
 __all__ = ["main", "build_parser"]
 
@@ -77,6 +77,9 @@ def _add_train(sub) -> None:
                    default=d)
     g.add_argument("-rn", "--regularization_norm", "--regularization-norm", dest="regularization_norm", type=int,
                    default=d)
+    g.add_argument("--loss-genre", "--loss_genre", dest="loss_genre", choices=LOSS_GENRES, default=d,
+                   help="Logsigmoid (default; DGL-KE's) or Softmax: cross-entropy of each positive against its "
+                   "shared negatives (-adv has no effect with it)")
     g.add_argument("--max-step", "--max_step", dest="max_step", type=int, default=d)
     g.add_argument("--seed", type=int, default=d)
     g.add_argument("--device", default=None, help="cpu (default) or cuda[:N]")
@@ -94,6 +97,15 @@ def _add_train(sub) -> None:
                    default=d, help="write a checkpoint every N steps into SAVE_PATH/checkpoints")
     g.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --save-path")
     g.add_argument("--ties", dest="eval_ties", choices=TIE_MODES, default=d, help="rank ties (default realistic)")
+    g.add_argument("--no-eval-filter", "--no_eval_filter", dest="eval_filter", action="store_const", const=False,
+                   default=d, help="raw ranking in validation and the final evaluation (default: filtered)")
+    g.add_argument("--eval-percent", "--eval_percent", dest="eval_percent", type=float, default=d,
+                   help="rank a seeded random PERCENT of valid/test (default 100)")
+    g.add_argument("--batch-size-eval", "--batch_size_eval", dest="batch_size_eval", type=int, default=d,
+                   help="queries per evaluation batch (default: sized by a 256 MiB budget)")
+    g.add_argument("--neg-sample-size-eval", "--neg_sample_size_eval", dest="neg_sample_size_eval", type=int,
+                   default=d, help="rank against this many sampled entities (default -1: all entities; "
+                   "sampled ranks are optimistic and not comparable with full ranking)")
     g.add_argument("--no-eval", "--no_eval", dest="no_eval", action="store_true",
                    help="skip the final valid/test evaluation")
     g.add_argument("--test", "--valid", dest="_dglke_eval", action="store_true",

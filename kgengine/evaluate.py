@@ -53,7 +53,8 @@ class FilterIndex:
 
 
 def rank_triples(model: KGEModel, triples: torch.Tensor, side: str, filter_index: FilterIndex | None = None,
-                 ties: str = "realistic", budget_bytes: int = DEFAULT_BUDGET_BYTES) -> torch.Tensor:
+                 ties: str = "realistic", budget_bytes: int = DEFAULT_BUDGET_BYTES, batch_size: int = 0,
+                 num_candidates: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
     """``float64 (n,)``: the filtered rank of the true ``side`` entity of each triple.
 
     Args:
@@ -62,28 +63,50 @@ def rank_triples(model: KGEModel, triples: torch.Tensor, side: str, filter_index
         side: ``"tail"`` ranks t for ``(h, r, ?)``, ``"head"`` ranks h for ``(?, r, t)``.
         filter_index: known triples to filter out; ``None`` for raw ranking.
         ties: one of :data:`TIE_MODES`.
+        batch_size: queries per batch (DGL-KE's ``--batch_size_eval``); ``0``: sized by ``budget_bytes``.
+        num_candidates: ``k > 0`` ranks against ``k`` uniformly drawn entities shared by a batch
+            (DGL-KE's ``--neg_sample_size_eval``; cheaper, optimistic, not comparable with full
+            ranking); ``0`` (or ``>= num_entities``): against all entities.
+        generator: the stream the sampled candidates come from.
     """
     if ties not in TIE_MODES:
         raise ValueError(f"ties={ties!r}: expected one of {TIE_MODES}")
+    if batch_size < 0 or num_candidates < 0:
+        raise ValueError(f"batch_size and num_candidates must be >= 0, got {batch_size}, {num_candidates}")
     device = model.tables["entity"].device
     N = model.num_entities
-    b = max(1, min(4096, budget_bytes // (N * (model.pair_cost() + 8))))
+    sampled = 0 < num_candidates < N
+    b = batch_size or max(1, min(4096, budget_bytes // (N * (model.pair_cost() + 8))))
     ranks = []
     with torch.no_grad():
         for s in range(0, len(triples), b):
             batch = triples[s:s + b]
             h, r, t = batch[:, 0], batch[:, 1], batch[:, 2]
             anchor, target = (h, t) if side == "tail" else (t, h)
-            scores = model.score_candidates(anchor.to(device), r.to(device), side=side).float()
-            if torch.isnan(scores).any():
-                raise FloatingPointError("the model produced NaN scores; the embeddings have diverged")
             rows = torch.arange(len(batch), device=device)
             tgt = target.to(device)
-            true = scores[rows, tgt].clone()
-            if filter_index is not None:
-                fr, fc = filter_index.answers(anchor, r, side)
-                scores[fr.to(device), fc.to(device)] = float("-inf")
-            scores[rows, tgt] = float("-inf")  # compare against the others only
+            if sampled:
+                k = num_candidates
+                cand = torch.randint(0, N, (k,), generator=generator).to(device)
+                # the true answers ride along as extra columns so they are scored by the same kernel
+                both = model.score_candidates(anchor.to(device), r.to(device), side=side,
+                                              candidates=torch.cat([cand, tgt])).float()
+                _check_finite_scores(both)
+                true, scores = both[rows, k + rows], both[:, :k]
+                drop = torch.zeros(len(batch), N, dtype=torch.bool, device=device)
+                if filter_index is not None:
+                    fr, fc = filter_index.answers(anchor, r, side)
+                    drop[fr.to(device), fc.to(device)] = True
+                drop[rows, tgt] = True
+                scores[drop[:, cand]] = float("-inf")
+            else:
+                scores = model.score_candidates(anchor.to(device), r.to(device), side=side).float()
+                _check_finite_scores(scores)
+                true = scores[rows, tgt].clone()
+                if filter_index is not None:
+                    fr, fc = filter_index.answers(anchor, r, side)
+                    scores[fr.to(device), fc.to(device)] = float("-inf")
+                scores[rows, tgt] = float("-inf")  # compare against the others only
             better = (scores > true[:, None]).sum(1).double()
             if ties == "optimistic":
                 rank = better + 1
@@ -92,6 +115,11 @@ def rank_triples(model: KGEModel, triples: torch.Tensor, side: str, filter_index
                 rank = better + 1 + (equal if ties == "pessimistic" else equal / 2)
             ranks.append(rank.cpu())
     return torch.cat(ranks) if ranks else torch.empty(0, dtype=torch.float64)
+
+
+def _check_finite_scores(scores: torch.Tensor) -> None:
+    if torch.isnan(scores).any():
+        raise FloatingPointError("the model produced NaN scores; the embeddings have diverged")
 
 
 def metrics_from_ranks(ranks: torch.Tensor) -> dict[str, float]:
@@ -109,20 +137,31 @@ def metrics_from_ranks(ranks: torch.Tensor) -> dict[str, float]:
 
 
 def evaluate(model: KGEModel, triples: torch.Tensor, filter_triples: torch.Tensor | None = None,
-             ties: str = "realistic", budget_bytes: int = DEFAULT_BUDGET_BYTES) -> dict[str, float]:
+             ties: str = "realistic", budget_bytes: int = DEFAULT_BUDGET_BYTES, batch_size: int = 0,
+             num_candidates: int = 0, fraction: float = 1.0, seed: int = 0) -> dict[str, float]:
     """Filtered MRR, MR, Hits@1/3/10 over head and tail queries of ``triples``.
 
     Args:
         triples: ``int64 (n, 3)`` the triples to rank.
         filter_triples: ``int64 (m, 3)`` known triples (usually train + valid + test); ``None`` = raw.
+        batch_size, num_candidates: see :func:`rank_triples`.
+        fraction: rank a seeded random ``fraction`` of ``triples`` (DGL-KE's ``--eval_percent / 100``).
+        seed: seeds the subsample and the sampled candidates.
     Returns:
         the metrics of both sides together, plus ``"tail"`` and ``"head"`` sub-dicts.
     """
     if len(triples) == 0:
         raise ValueError("cannot evaluate an empty split")
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    gen = torch.Generator().manual_seed(seed)
+    if fraction < 1.0:
+        keep = max(1, round(fraction * len(triples)))
+        triples = triples[torch.randperm(len(triples), generator=gen)[:keep]]
     fi = FilterIndex(filter_triples, model.num_entities, model.num_relations) if filter_triples is not None else None
-    tail = rank_triples(model, triples, "tail", fi, ties, budget_bytes)
-    head = rank_triples(model, triples, "head", fi, ties, budget_bytes)
+    kw = dict(batch_size=batch_size, num_candidates=num_candidates, generator=gen)
+    tail = rank_triples(model, triples, "tail", fi, ties, budget_bytes, **kw)
+    head = rank_triples(model, triples, "head", fi, ties, budget_bytes, **kw)
     out = metrics_from_ranks(torch.cat([tail, head]))
     out["tail"] = metrics_from_ranks(tail)
     out["head"] = metrics_from_ranks(head)

@@ -8,9 +8,12 @@ One step:
    that get gradients);
 3. score positives aligned and each chunk against its negatives as one
    candidate-set product;
-4. loss = ``-(mean logsigmoid(pos) + mean_w logsigmoid(-neg)) / 2`` with
-   ``w`` uniform, or the self-adversarial softmax of the negative scores
-   (``-adv``, temperature ``-a``), plus ``coef * sum |x|^p`` over the used rows;
+4. loss (``--loss_genre``): ``Logsigmoid`` (default, DGL-KE's)
+   ``-(mean logsigmoid(pos) + mean_w logsigmoid(-neg)) / 2`` with ``w`` uniform,
+   or the self-adversarial softmax of the negative scores (``-adv``,
+   temperature ``-a``); or ``Softmax``, the cross-entropy of each positive
+   against its chunk's ``k`` negatives (sampled softmax, PyKEEN's
+   ``CrossEntropyLoss`` under sLCWA); plus ``coef * sum |x|^p`` over the used rows;
 5. row-sparse Adagrad on exactly those rows.
 
 Given a seed the run is deterministic on CPU, and ``resume=True`` continues
@@ -37,7 +40,9 @@ from .optim import RowSparseAdagrad
 from .sampling import ChunkNegativeSampler, EdgeBatcher
 from .saved import TrainedKGE, atomic_write_text
 
-__all__ = ["TrainConfig", "Trainer", "train"]
+__all__ = ["TrainConfig", "Trainer", "train", "LOSS_GENRES"]
+
+LOSS_GENRES = ("Logsigmoid", "Softmax")
 
 
 @dataclass
@@ -56,6 +61,7 @@ class TrainConfig:
     adversarial_temperature: float = 1.0
     regularization_coef: float = 0.0
     regularization_norm: int = 3
+    loss_genre: str = "Logsigmoid"  # or "Softmax" (cross-entropy of the positive against its negatives)
     max_step: int = 10000
     seed: int = 0
     device: str = "cpu"
@@ -65,6 +71,11 @@ class TrainConfig:
     checkpoint_interval: int = 0  # write a checkpoint every N steps (0: none)
     keep_checkpoints: int = 2
     eval_ties: str = "realistic"
+    # DGL-KE's evaluation flags; the defaults are the full filtered ranking the quality table uses
+    eval_filter: bool = True  # --no_eval_filter: raw ranking
+    eval_percent: float = 100.0  # rank a seeded random share of valid/test
+    batch_size_eval: int = 0  # queries per evaluation batch (0: sized by a memory budget)
+    neg_sample_size_eval: int = 0  # k > 0: rank against k sampled entities (0 or -1: all entities)
     num_thread: int = 0  # torch threads (0: leave torch's setting)
     progress: bool = True
 
@@ -80,6 +91,14 @@ class TrainConfig:
             v = getattr(self, name)
             if v != v or v in (float("inf"), float("-inf")):
                 raise ValueError(f"--{name} must be a finite number, got {v}")
+        if self.neg_sample_size_eval < 0:  # DGL-KE's -1: all entities
+            self.neg_sample_size_eval = 0
+        if self.batch_size_eval < 0:
+            raise ValueError(f"--batch_size_eval must be >= 0, got {self.batch_size_eval}")
+        if not 0.0 < self.eval_percent <= 100.0:
+            raise ValueError(f"--eval_percent must be in (0, 100], got {self.eval_percent}")
+        if self.loss_genre not in LOSS_GENRES:
+            raise ValueError(f"--loss_genre {self.loss_genre!r}: expected one of {', '.join(LOSS_GENRES)}")
         if self.lr <= 0:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
         if self.neg_chunk_size < 0:
@@ -89,6 +108,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def eval_options(self) -> dict:
+        """Keyword arguments of :func:`~kgengine.evaluate.evaluate` beyond the triples."""
+        return dict(ties=self.eval_ties, batch_size=self.batch_size_eval, num_candidates=self.neg_sample_size_eval,
+                    fraction=self.eval_percent / 100.0, seed=self.seed)
 
 
 class Trainer:
@@ -148,13 +172,18 @@ class Trainer:
             neg_score = model.score_heads_emb(ne, rq, rel, te.view(C, c, -1))
         else:
             neg_score = model.score_tails_emb(he.view(C, c, -1), rq, rel, ne)
-        neg_ls = F.logsigmoid(-neg_score)
-        if cfg.neg_adversarial_sampling:
-            w = torch.softmax(neg_score.detach() * cfg.adversarial_temperature, dim=-1)
-            neg_loss = -(w * neg_ls).sum(-1).mean()
+        if cfg.loss_genre == "Softmax":
+            # the softmax already weights each negative by its score, so -adv has nothing to add
+            logits = torch.cat([pos_score.view(C, c, 1), neg_score], dim=-1)
+            loss = -torch.log_softmax(logits, dim=-1)[..., 0].mean()
         else:
-            neg_loss = -neg_ls.mean()
-        loss = (-F.logsigmoid(pos_score).mean() + neg_loss) / 2
+            neg_ls = F.logsigmoid(-neg_score)
+            if cfg.neg_adversarial_sampling:
+                w = torch.softmax(neg_score.detach() * cfg.adversarial_temperature, dim=-1)
+                neg_loss = -(w * neg_ls).sum(-1).mean()
+            else:
+                neg_loss = -neg_ls.mean()
+            loss = (-F.logsigmoid(pos_score).mean() + neg_loss) / 2
         if cfg.regularization_coef > 0:
             p = cfg.regularization_norm
             reg = ent.abs().pow(p).sum() + sum(x.abs().pow(p).sum() for x in rel.values())
@@ -169,7 +198,8 @@ class Trainer:
 
     # ---- validation, checkpoints -------------------------------------------
     def validate(self) -> dict[str, float]:
-        m = evaluate(self.model, self.kg.valid, self.kg.all_triples(), ties=self.cfg.eval_ties)
+        known = self.kg.all_triples() if self.cfg.eval_filter else None
+        m = evaluate(self.model, self.kg.valid, known, **self.cfg.eval_options())
         return {k: v for k, v in m.items() if not isinstance(v, dict)}
 
     def _ckpt_dir(self) -> Path:
@@ -315,13 +345,18 @@ class Trainer:
 
 
 def evaluate_and_record(trained: TrainedKGE, kg: KG, save_path: str | os.PathLike | None = None,
-                        ties: str = "realistic", splits: tuple[str, ...] = ("valid", "test")) -> dict:
-    """Filtered metrics per split (``{"test": {...}, "valid": {...}}``); written to ``metrics.json``."""
+                        ties: str = "realistic", splits: tuple[str, ...] = ("valid", "test"),
+                        filtered: bool = True, **eval_options) -> dict:
+    """Filtered metrics per split (``{"test": {...}, "valid": {...}}``); written to ``metrics.json``.
+
+    ``eval_options`` go to :func:`~kgengine.evaluate.evaluate` (``batch_size``, ``num_candidates``,
+    ``fraction``, ``seed``).
+    """
     out = {}
     for split in splits:
         triples = kg.split(split)
         if len(triples):
-            m = evaluate(trained.model, triples, kg.all_triples(), ties=ties)
+            m = evaluate(trained.model, triples, kg.all_triples() if filtered else None, ties=ties, **eval_options)
             out[split] = {k: v for k, v in m.items() if not isinstance(v, dict)}
     if save_path is not None:
         atomic_write_text(Path(save_path) / "metrics.json", json.dumps(out, indent=2))
@@ -337,5 +372,6 @@ def train(kg: KG, config: TrainConfig | None = None, save_path: str | os.PathLik
     config = dataclasses.replace(config, **overrides) if config is not None else TrainConfig(**overrides)
     trained = Trainer(kg, config, save_path).train(resume=resume)
     if evaluate_test:
-        trained.config["metrics"] = evaluate_and_record(trained, kg, save_path, ties=config.eval_ties)
+        trained.config["metrics"] = evaluate_and_record(trained, kg, save_path, filtered=config.eval_filter,
+                                                        **config.eval_options())
     return trained

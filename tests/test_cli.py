@@ -46,6 +46,23 @@ def test_dglke_flag_names_equal_short_forms(tmp_path):
     assert a["neg_adversarial_sampling"] is True and a["hidden_dim"] == 8
 
 
+def test_dglke_eval_flags(tmp_path, capsys):
+    base = ["train", "--dataset", "nations", "--model", "DistMult", "--dim", "8", "--max_step", "5", "-b", "32",
+            "-n", "8", "--no-progress"]
+    assert main([*base, "--save_path", str(tmp_path / "a"), "--no_eval_filter", "--eval_percent", "50",
+                 "--batch_size_eval", "7", "--neg_sample_size_eval", "10", "--loss_genre", "Softmax"]) == 0
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert (cfg["eval_filter"], cfg["eval_percent"], cfg["batch_size_eval"], cfg["neg_sample_size_eval"],
+            cfg["loss_genre"]) == (False, 50.0, 7, 10, "Softmax")
+    assert main([*base, "--save_path", str(tmp_path / "b"), "--neg_sample_size_eval", "-1"]) == 0
+    cfg = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert cfg["neg_sample_size_eval"] == 0 and cfg["eval_filter"] is True and cfg["loss_genre"] == "Logsigmoid"
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert 0 < a["test"]["mrr"] <= 1
+    assert main([*base, "--save_path", str(tmp_path / "c"), "--eval_percent", "0"]) == 2
+    assert "eval_percent" in capsys.readouterr().err
+
+
 def test_presets_apply_unless_overridden(tmp_path):
     assert main(["train", "--dataset", "nations", "--model", "ComplEx", "--save-path", str(tmp_path / "p"),
                  "--max_step", "3", "--no-progress", "--no-eval", "--lr", "0.05"]) == 0

@@ -329,3 +329,68 @@ def test_metrics_from_ranks():
     assert out["hits@1"] == pytest.approx(1 / 6)
     assert out["hits@3"] == pytest.approx(3 / 6)
     assert out["hits@10"] == pytest.approx(5 / 6)
+
+
+# ---- DGL-KE's evaluation options ------------------------------------------------------
+def brute_sampled_ranks(model, triples, side, known, ties, k, batch, seed):
+    """Rank against k entities drawn per batch of queries, replaying rank_triples' generator."""
+    g = torch.Generator().manual_seed(seed)
+    ranks = []
+    for s in range(0, len(triples), batch):
+        cand = torch.randint(0, NE, (k,), generator=g).tolist()
+        for h, r, t in triples[s:s + batch].tolist():
+            sc = brute_scores(model, h, r, t, side)
+            target = t if side == "tail" else h
+            better = equal = 0
+            for e in cand:  # a drawn entity counts each time it is drawn
+                if e == target or (known is not None and ((h, r, e) if side == "tail" else (e, r, t)) in known):
+                    continue
+                better += bool(sc[e] > sc[target])
+                equal += bool(sc[e] == sc[target])
+            opt, pes = 1 + better, 1 + better + equal
+            ranks.append({"optimistic": opt, "pessimistic": pes, "realistic": (opt + pes) / 2}[ties])
+    return torch.tensor(ranks, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name", ["DistMult", "TransE_l2", "TransR"])
+def test_sampled_candidates_match_brute_force(name, kg):
+    m = make_model(name, seed=5)
+    triples = torch.cat([kg["valid"], kg["test"]])
+    fi, known = FilterIndex(kg["all"], NE, NR), known_set(kg["all"])
+    for side in ("tail", "head"):
+        for ties in TIE_MODES:
+            for filt in (True, False):
+                got = rank_triples(m, triples, side, fi if filt else None, ties, batch_size=5, num_candidates=6,
+                                   generator=torch.Generator().manual_seed(9))
+                ref = brute_sampled_ranks(m, triples, side, known if filt else None, ties, 6, 5, 9)
+                torch.testing.assert_close(got, ref, rtol=0, atol=0)
+                assert (got <= 7).all()
+
+
+def test_batch_size_and_all_candidates_give_the_full_ranking(kg, monkeypatch):
+    m = make_model("ComplEx", seed=6)
+    triples = torch.cat([kg["valid"], kg["test"]])
+    ref = evaluate(m, triples, kg["all"])
+    sizes = []
+    real = m.score_candidates
+
+    def spy(anchor, r, side="tail", candidates=None):
+        sizes.append(len(anchor))
+        return real(anchor, r, side, candidates)
+
+    monkeypatch.setattr(m, "score_candidates", spy)
+    assert evaluate(m, triples, kg["all"], batch_size=5) == ref
+    assert sizes == [5, 5, 2] * 2
+    assert evaluate(m, triples, kg["all"], num_candidates=NE) == ref  # k >= #entities: full ranking
+
+
+def test_fraction_ranks_a_seeded_subset(kg):
+    m = make_model("DistMult", seed=7)
+    triples = torch.cat([kg["valid"], kg["test"]])
+    got = evaluate(m, triples, kg["all"], fraction=0.5, seed=3)
+    subset = triples[torch.randperm(len(triples), generator=torch.Generator().manual_seed(3))[:6]]
+    assert got == evaluate(m, subset, kg["all"])
+    assert got != evaluate(m, triples, kg["all"], fraction=0.5, seed=4)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="fraction"):
+            evaluate(m, triples, kg["all"], fraction=bad)

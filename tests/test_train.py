@@ -106,10 +106,34 @@ def test_non_finite_loss_raises_and_keeps_checkpoints(kinships, tmp_path):
 
 
 @pytest.mark.parametrize("bad", [dict(batch_size=100, neg_chunk_size=64), dict(lr=0.0), dict(lr=float("nan")),
-                                 dict(hidden_dim=0), dict(max_step=-1), dict(neg_sample_size=0)])
+                                 dict(hidden_dim=0), dict(max_step=-1), dict(neg_sample_size=0),
+                                 dict(loss_genre="Hinge")])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         TrainConfig(**bad)
+
+
+@pytest.mark.parametrize("step", [0, 1])
+def test_softmax_loss_is_cross_entropy_against_the_shared_negatives(kinships, step):
+    cfg = TrainConfig(model_name="DistMult", loss_genre="Softmax", neg_chunk_size=16, seed=5, **SMALL)
+    trainer, ref = Trainer(kinships, cfg), Trainer(kinships, cfg)
+    loss = trainer.train_step(step)
+    # replay the same draws on the untouched twin and score them with the full tables
+    pos = ref.train_triples[ref.batcher.next()]
+    neg = ref.neg_sampler.sample(cfg.batch_size // 16)
+    m = ref.model
+    ent, rel = m.tables["entity"], {"relation": m.tables["relation"]}
+    h, r, t = pos.T
+    C = cfg.batch_size // 16
+    with torch.no_grad():
+        p = m.score_emb(ent[h], r, rel, ent[t])
+        if step % 2:
+            n = m.score_heads_emb(ent[neg], r.view(C, 16), rel, ent[t].view(C, 16, -1))
+        else:
+            n = m.score_tails_emb(ent[h].view(C, 16, -1), r.view(C, 16), rel, ent[neg])
+        logits = torch.cat([p.view(C, 16, 1), n], -1).view(cfg.batch_size, -1)
+        expected = torch.nn.functional.cross_entropy(logits, torch.zeros(cfg.batch_size, dtype=torch.long))
+    assert loss == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_cuda_requested_without_cuda(kinships):
@@ -136,11 +160,12 @@ def test_writes_metrics_log_and_config(kinships, tmp_path):
     assert any("valid" in r for r in log)
 
 
-@pytest.mark.parametrize("dataset,floor", [("kinships", 0.6), ("umls", 0.75)])
-def test_complex_quality_floor(dataset, floor):
+@pytest.mark.parametrize("dataset,floor,loss", [("kinships", 0.6, "Logsigmoid"), ("umls", 0.75, "Logsigmoid"),
+                                               ("kinships", 0.6, "Softmax")])
+def test_complex_quality_floor(dataset, floor, loss):
     """A short ComplEx run must learn; the full targets live in benchmarks/quality.py."""
     kg = load_dataset(dataset)
-    cfg = preset_config("ComplEx", dataset, hidden_dim=64, max_step=600, progress=False)
+    cfg = preset_config("ComplEx", dataset, hidden_dim=64, max_step=600, progress=False, loss_genre=loss)
     m = train(kg, cfg).config["metrics"]["test"]
     assert m["mrr"] >= floor, m
     assert m["hits@10"] >= 0.9, m
