@@ -67,6 +67,8 @@ ENCODINGS = ("replace", "concat", "none")
 KEP_DIR, KEP_CONFIG, KEP_HEADS = "kep", "kep_config.json", "heads.safetensors"
 LOSS_LOG, LOSS_PNG = "loss_log.jsonl", "loss_curve.png"
 PART_KEYS = ("mlm_loss", "kd_loss", "feature_kd_loss", "logit_kd_loss", "kg_loss")
+# logged as per-step means beside the loss parts (not plotted): how much KG signal a batch carried
+COUNT_KEYS = ("num_mentions", "num_triples")
 
 
 # ---- configuration ------------------------------------------------------------------------------
@@ -1058,8 +1060,9 @@ def _build_trainer() -> type:
     from transformers import Trainer
 
     class KEPTrainer(Trainer):
-        """HF ``Trainer`` that also logs the loss parts (``mlm_loss``, ``kd_loss``, ``kg_loss``, ...:
-        means over the logging window) and can give the projector / heads their own learning rate.
+        """HF ``Trainer`` that also logs the loss parts (``mlm_loss``, ``kd_loss``, ``kg_loss``, ...)
+        and the KG signal per step (``num_mentions``, ``num_triples``), means over the logging
+        window; the projector / heads can have their own learning rate.
 
         Args:
             head_learning_rate: for parameters outside the LM (projector, KD / KG heads); ``None``:
@@ -1076,7 +1079,7 @@ def _build_trainer() -> type:
             outputs = model(**inputs)
             loss = outputs["loss"]
             if model.training:  # accumulate on device: no host sync per step
-                for k in PART_KEYS:
+                for k in PART_KEYS + COUNT_KEYS:
                     v = outputs.get(k)
                     if v is not None:
                         self._parts[k] = self._parts.get(k, 0.0) + v.detach().float()

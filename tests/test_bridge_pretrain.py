@@ -349,6 +349,11 @@ def test_each_mode_loss_is_finite_and_decreases(tmp_path, mode, part):
         assert torch.isfinite(v).all()
         assert v[-3:].mean() < v[:3].mean(), (key, v.tolist())
     assert res.log[-1]["step"] == 20 and (tmp_path / mode / "kep" / "kep_config.json").is_file()
+    # distill and multitask log how much KG signal each batch carried
+    if mode != "inject":
+        assert all(r["num_mentions"] > 0 for r in steps)
+    if mode == "multitask":
+        assert all("num_triples" in r for r in steps) and max(r["num_triples"] for r in steps) > 0
 
 
 def test_trainer_checkpoint_resume_matches_an_uninterrupted_run_and_save_round_trips(tmp_path):
