@@ -633,8 +633,8 @@ class MultitaskKEP(KEPModel):
         rel_names = [k for k, v in self.kge.table_index.items() if v == "relation"]
         with torch.no_grad():
             if same and teacher.model.dim == config.kg_dim and teacher.model.num_relations == num_relations:
-                for k in rel_names:  # warm start: the teacher's relation embeddings
-                    self.kge.tables[k].copy_(teacher.model.tables[k])
+                for k in rel_names:  # warm start: the teacher's relation embeddings (forward rows)
+                    self.kge.tables[k].copy_(teacher.model.tables[k][:num_relations])
         for k in rel_names:
             self.kge.tables[k].requires_grad_(True)  # kgengine keeps tables frozen for its own sparse optimiser
         self.num_relations = int(num_relations)

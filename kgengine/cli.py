@@ -80,6 +80,9 @@ def _add_train(sub) -> None:
     g.add_argument("--loss-genre", "--loss_genre", dest="loss_genre", choices=LOSS_GENRES, default=d,
                    help="Logsigmoid (default; DGL-KE's) or Softmax: cross-entropy of each positive against its "
                    "shared negatives (-adv has no effect with it)")
+    g.add_argument("--reciprocal", dest="reciprocal", action="store_const", const=True, default=d,
+                   help="a second relation row for each inverse relation: train (t, r_inv, h) beside every "
+                   "(h, r, t) and answer (?, r, t) as (t, r_inv, ?)")
     g.add_argument("--max-step", "--max_step", dest="max_step", type=int, default=d)
     g.add_argument("--seed", type=int, default=d)
     g.add_argument("--device", default=None, help="cpu (default) or cuda[:N]")

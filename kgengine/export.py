@@ -47,10 +47,13 @@ def export(trained: TrainedKGE, out_dir: str | os.PathLike, fmt: str = "npy") ->
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pre, tables, written = _prefix(trained), _tables(trained), []
+    relation_names = list(trained.relations)
+    if trained.model.reciprocal:  # the relation table's second half: one row per inverse relation
+        relation_names += [f"{n}_inverse" for n in trained.relations]
 
     def maps() -> None:
         write_vocab(out / "entities.tsv", trained.entities)
-        write_vocab(out / "relations.tsv", trained.relations)
+        write_vocab(out / "relations.tsv", relation_names)
         written.extend([out / "entities.tsv", out / "relations.tsv"])
 
     if fmt == "npy":
@@ -67,7 +70,7 @@ def export(trained: TrainedKGE, out_dir: str | os.PathLike, fmt: str = "npy") ->
         written.append(out / f"{pre}.safetensors")
         maps()
     elif fmt == "tsv":
-        for k, names in (("entity", trained.entities), ("relation", trained.relations)):
+        for k, names in (("entity", trained.entities), ("relation", relation_names)):
             p = out / f"{pre}_{k}.tsv"
             p.write_text(_rows_text(names, tables[k], "\t"), encoding="utf-8")
             written.append(p)

@@ -144,13 +144,17 @@ class KGEModel(nn.Module):
             entity stores ``2 * dim`` reals, real parts then imaginary parts).
         gamma: margin of the distance models (``score = gamma - distance``);
             all models use it for DGL-KE's init range ``(gamma + 2) / dim``.
+        reciprocal: keep a second row per relation for its inverse (``2 * num_relations``
+            relation rows; LibKGE's reciprocal relations, PyKEEN's inverse triples): head
+            queries ``(?, r, t)`` are scored as tail queries ``(t, r + num_relations, ?)``.
     """
 
     name: ClassVar[str] = ""
     # Which id space indexes each table.
     table_index: ClassVar[dict[str, str]] = {"entity": "entity", "relation": "relation"}
 
-    def __init__(self, num_entities: int, num_relations: int, dim: int, gamma: float = 12.0) -> None:
+    def __init__(self, num_entities: int, num_relations: int, dim: int, gamma: float = 12.0,
+                 reciprocal: bool = False) -> None:
         super().__init__()
         if num_entities < 1 or num_relations < 1:
             raise ValueError(f"num_entities and num_relations must be >= 1, got {num_entities}, {num_relations}")
@@ -159,6 +163,9 @@ class KGEModel(nn.Module):
         if not math.isfinite(gamma):
             raise ValueError(f"gamma must be finite, got {gamma}")
         self.num_entities, self.num_relations, self.dim, self.gamma = num_entities, num_relations, dim, float(gamma)
+        # reciprocal: rows R..2R-1 hold the inverse relations; (?, r, t) is answered as (t, r + R, ?)
+        self.reciprocal = bool(reciprocal)
+        self.num_relation_rows = num_relations * (2 if self.reciprocal else 1)
         self.init_range = (self.gamma + 2.0) / dim
         self.tables = nn.ParameterDict(
             {k: nn.Parameter(torch.empty(shape), requires_grad=False) for k, shape in self.table_shapes().items()}
@@ -171,7 +178,7 @@ class KGEModel(nn.Module):
         return self.dim
 
     def table_shapes(self) -> dict[str, tuple[int, int]]:
-        return {"entity": (self.num_entities, self.entity_dim), "relation": (self.num_relations, self.dim)}
+        return {"entity": (self.num_entities, self.entity_dim), "relation": (self.num_relation_rows, self.dim)}
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         with torch.no_grad():
@@ -179,8 +186,11 @@ class KGEModel(nn.Module):
                 t.uniform_(-self.init_range, self.init_range, generator=generator)
 
     def config(self) -> dict:
-        return {"model_name": self.name, "num_entities": self.num_entities, "num_relations": self.num_relations,
-                "hidden_dim": self.dim, "gamma": self.gamma}
+        cfg = {"model_name": self.name, "num_entities": self.num_entities, "num_relations": self.num_relations,
+               "hidden_dim": self.dim, "gamma": self.gamma}
+        if self.reciprocal:  # only when set: folders of plain models stay as they were
+            cfg["reciprocal"] = True
+        return cfg
 
     @property
     def entity_embeddings(self) -> torch.Tensor:
@@ -247,6 +257,8 @@ class KGEModel(nn.Module):
         E = self.tables["entity"]
         cand = E if candidates is None else E[candidates]
         x, rel = E[anchor][None], self.relation_tables()
+        if side == "head" and self.reciprocal:
+            side, r = "tail", r + self.num_relations
         if side == "tail":
             return self.score_tails_emb(x, r[None], rel, cand[None])[0]
         if side == "head":
@@ -367,7 +379,7 @@ class ComplEx(_DotModel):
         return 2 * self.dim
 
     def table_shapes(self):
-        return {"entity": (self.num_entities, 2 * self.dim), "relation": (self.num_relations, 2 * self.dim)}
+        return {"entity": (self.num_entities, 2 * self.dim), "relation": (self.num_relation_rows, 2 * self.dim)}
 
     def query(self, x, r, rel, side):
         xr, xi = _halves(x)
@@ -384,7 +396,7 @@ class RESCAL(_DotModel):
     name = "RESCAL"
 
     def table_shapes(self):
-        return {"entity": (self.num_entities, self.dim), "relation": (self.num_relations, self.dim * self.dim)}
+        return {"entity": (self.num_entities, self.dim), "relation": (self.num_relation_rows, self.dim * self.dim)}
 
     def query(self, x, r, rel, side):
         M = rel["relation"][r].view(*r.shape, self.dim, self.dim)
@@ -404,7 +416,7 @@ class RotatE(KGEModel):
         return 2 * self.dim
 
     def table_shapes(self):
-        return {"entity": (self.num_entities, 2 * self.dim), "relation": (self.num_relations, self.dim)}
+        return {"entity": (self.num_entities, 2 * self.dim), "relation": (self.num_relation_rows, self.dim)}
 
     def query(self, x, r, rel, side):
         phase = rel["relation"][r] * (math.pi / self.init_range)  # DGL-KE's phase scaling
@@ -441,8 +453,8 @@ class TransR(KGEModel):
     table_index = {"entity": "entity", "relation": "relation", "projection": "relation"}
 
     def table_shapes(self):
-        return {"entity": (self.num_entities, self.dim), "relation": (self.num_relations, self.dim),
-                "projection": (self.num_relations, self.dim * self.dim)}
+        return {"entity": (self.num_entities, self.dim), "relation": (self.num_relation_rows, self.dim),
+                "projection": (self.num_relation_rows, self.dim * self.dim)}
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         super().reset_parameters(generator)

@@ -3,7 +3,9 @@
 One step:
 
 1. draw ``B`` positives and ``C = B / chunk`` sets of ``k`` negative entities;
-   even steps corrupt tails, odd steps heads (DGL-KE's alternation);
+   even steps corrupt tails, odd steps heads (DGL-KE's alternation); with
+   ``reciprocal`` the positives also include ``(t, r_inv, h)`` for every train
+   triple and only tails are corrupted;
 2. gather the distinct entity and relation rows the step uses (the only rows
    that get gradients);
 3. score positives aligned and each chunk against its negatives as one
@@ -62,6 +64,7 @@ class TrainConfig:
     regularization_coef: float = 0.0
     regularization_norm: int = 3
     loss_genre: str = "Logsigmoid"  # or "Softmax" (cross-entropy of the positive against its negatives)
+    reciprocal: bool = False  # train (t, r_inverse, h) beside every (h, r, t); only tails are corrupted
     max_step: int = 10000
     seed: int = 0
     device: str = "cpu"
@@ -136,15 +139,19 @@ class Trainer:
             torch.set_num_threads(config.num_thread)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.model = create_model(config.model_name, kg.num_entities, kg.num_relations, config.hidden_dim,
-                                  gamma=config.gamma)
+                                  gamma=config.gamma, reciprocal=config.reciprocal)
         self.model.reset_parameters(self.generator)
         self.model.to(self.device)
         self.tables = {k: v.data for k, v in self.model.tables.items()}
         self.optimizer = RowSparseAdagrad(self.tables, config.lr)
-        self.batcher = EdgeBatcher(len(kg.train), config.batch_size, self.generator)
+        train_triples = kg.train
+        if config.reciprocal:
+            h, r, t = kg.train.unbind(1)
+            train_triples = torch.cat([kg.train, torch.stack([t, r + kg.num_relations, h], 1)])
+        self.batcher = EdgeBatcher(len(train_triples), config.batch_size, self.generator)
         degrees = entity_degrees(build_graph(kg)) if config.neg_deg_sample else None
         self.neg_sampler = ChunkNegativeSampler(kg.num_entities, config.neg_sample_size, self.generator, degrees)
-        self.train_triples = kg.train.to(self.device)
+        self.train_triples = train_triples.to(self.device)
         self.step = 0
         self.best_mrr = float("-inf")
         self.bad_evals = 0
@@ -168,7 +175,7 @@ class Trainer:
         he, te, ne = rows[:B], rows[B:2 * B], rows[2 * B:].view(C, k, -1)
         pos_score = model.score_emb(he, inv_r, rel, te)
         rq = inv_r.view(C, c)
-        if step % 2:
+        if step % 2 and not cfg.reciprocal:  # reciprocal: heads are the inverse triples' tails
             neg_score = model.score_heads_emb(ne, rq, rel, te.view(C, c, -1))
         else:
             neg_score = model.score_tails_emb(he.view(C, c, -1), rq, rel, ne)
@@ -236,8 +243,8 @@ class Trainer:
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         state = torch.load(path, map_location="cpu", weights_only=False)
-        for name in ("model_name", "hidden_dim", "batch_size", "neg_sample_size", "neg_chunk_size"):
-            if state["config"][name] != getattr(self.cfg, name):
+        for name in ("model_name", "hidden_dim", "batch_size", "neg_sample_size", "neg_chunk_size", "reciprocal"):
+            if state["config"].get(name, False) != getattr(self.cfg, name):
                 raise ValueError(f"{path}: checkpoint has {name}={state['config'][name]!r}, "
                                  f"but this run has {getattr(self.cfg, name)!r}")
         for k, v in state["tables"].items():

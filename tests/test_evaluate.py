@@ -394,3 +394,18 @@ def test_fraction_ranks_a_seeded_subset(kg):
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="fraction"):
             evaluate(m, triples, kg["all"], fraction=bad)
+
+
+def test_reciprocal_model_ranks_heads_as_inverse_tails(kg):
+    m = create_model("ComplEx", NE, NR, 4, gamma=3.0, reciprocal=True).double()
+    with torch.no_grad():
+        for t in m.tables.values():
+            t.copy_(torch.randn(t.shape, generator=torch.Generator().manual_seed(8), dtype=torch.float64))
+    triples = torch.cat([kg["valid"], kg["test"]])
+    inv = lambda x: torch.stack([x[:, 2], x[:, 1] + NR, x[:, 0]], 1)  # noqa: E731
+    for ties in TIE_MODES:
+        heads = rank_triples(m, triples, "head", FilterIndex(kg["all"], NE, NR), ties)
+        # the same ranking as tails of the inverse triples, filtered by the inverse known triples
+        both = torch.cat([kg["all"], inv(kg["all"])])
+        tails_of_inverse = rank_triples(m, inv(triples), "tail", FilterIndex(both, NE, 2 * NR), ties)
+        torch.testing.assert_close(heads, tails_of_inverse, rtol=0, atol=0)

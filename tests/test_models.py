@@ -442,3 +442,27 @@ def test_from_pretrained_rejects_a_missing_table(tmp_path):
     save_file(tensors, str(tmp_path / "model.safetensors"))
     with pytest.raises(ValueError, match="projection"):
         KGEModel.from_pretrained(tmp_path)
+
+
+# ---- reciprocal relations ---------------------------------------------------------------------
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_reciprocal_head_queries_are_inverse_tail_queries(name, tmp_path):
+    m = create_model(name, NE, NR, DIM, gamma=GAMMA, reciprocal=True).double()
+    with torch.no_grad():
+        for t in m.tables.values():
+            t.normal_(generator=torch.Generator().manual_seed(3))
+    assert m.tables["relation"].shape[0] == 2 * NR and m.num_relations == NR
+    anchor, r = torch.tensor([0, 3, 8, 5]), torch.tensor([0, 1, 3, 2])
+    heads = m.score_candidates(anchor, r, side="head")
+    torch.testing.assert_close(heads, m.score_candidates(anchor, r + NR, side="tail"), **TOL)
+    # ... and not the forward relation's head scores
+    plain = create_model(name, NE, NR, DIM, gamma=GAMMA).double()
+    with torch.no_grad():
+        for k, t in plain.tables.items():
+            t.copy_(m.tables[k][:NR] if plain.table_index[k] == "relation" else m.tables[k])
+    assert not torch.allclose(heads, plain.score_candidates(anchor, r, side="head"))
+    torch.testing.assert_close(m.score_candidates(anchor, r), plain.score_candidates(anchor, r), **TOL)
+    m.save_pretrained(tmp_path / "m")
+    back = KGEModel.from_pretrained(tmp_path / "m")
+    assert back.reciprocal and back.tables["relation"].shape == m.tables["relation"].shape
+    assert "reciprocal" not in plain.config()  # plain folders are unchanged

@@ -108,3 +108,17 @@ def test_saved_folder_round_trip(trained, tmp_path):
     assert json.loads((tmp_path / "m" / "config.json").read_text())["dataset"] == "nations"
     with pytest.raises(ValueError):
         TrainedKGE(trained.model, trained.entities[:-1], trained.relations)
+
+
+def test_reciprocal_export_names_the_inverse_rows(tmp_path):
+    kg = load_dataset("nations")
+    tr = train(kg, TrainConfig(model_name="DistMult", hidden_dim=4, max_step=3, batch_size=32, neg_sample_size=4,
+                               reciprocal=True, progress=False), evaluate_test=False)
+    export(tr, tmp_path / "tsv", "tsv")
+    rows = (tmp_path / "tsv").glob("*_relation.tsv").__next__().read_text().splitlines()
+    R = len(kg.relations)
+    assert len(rows) == 2 * R
+    assert rows[R].split("\t")[0] == kg.relations[0] + "_inverse"
+    tr.save_pretrained(tmp_path / "m")
+    back = TrainedKGE.from_pretrained(tmp_path / "m")
+    assert back.model.reciprocal and back.relations == tr.relations

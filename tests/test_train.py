@@ -136,6 +136,21 @@ def test_softmax_loss_is_cross_entropy_against_the_shared_negatives(kinships, st
     assert loss == pytest.approx(float(expected), rel=1e-5)
 
 
+def test_reciprocal_trains_inverse_triples_on_the_tail_side_only(kinships, monkeypatch):
+    cfg = TrainConfig(model_name="DistMult", reciprocal=True, **SMALL)
+    trainer = Trainer(kinships, cfg)
+    R = kinships.num_relations
+    assert len(trainer.train_triples) == 2 * len(kinships.train)
+    inverse = trainer.train_triples[len(kinships.train):]
+    assert torch.equal(inverse, kinships.train[:, [2, 1, 0]] + torch.tensor([0, R, 0]))
+    assert trainer.tables["relation"].shape[0] == 2 * R
+    calls = []
+    monkeypatch.setattr(trainer.model, "score_heads_emb", lambda *a: calls.append(a))
+    for step in range(4):
+        trainer.train_step(step)
+    assert not calls
+
+
 def test_cuda_requested_without_cuda(kinships):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
@@ -160,12 +175,14 @@ def test_writes_metrics_log_and_config(kinships, tmp_path):
     assert any("valid" in r for r in log)
 
 
-@pytest.mark.parametrize("dataset,floor,loss", [("kinships", 0.6, "Logsigmoid"), ("umls", 0.75, "Logsigmoid"),
-                                               ("kinships", 0.6, "Softmax")])
-def test_complex_quality_floor(dataset, floor, loss):
+@pytest.mark.parametrize("dataset,floor,loss,reciprocal", [
+    ("kinships", 0.6, "Logsigmoid", False), ("umls", 0.75, "Logsigmoid", False), ("kinships", 0.6, "Softmax", False),
+    ("kinships", 0.6, "Softmax", True)])
+def test_complex_quality_floor(dataset, floor, loss, reciprocal):
     """A short ComplEx run must learn; the full targets live in benchmarks/quality.py."""
     kg = load_dataset(dataset)
-    cfg = preset_config("ComplEx", dataset, hidden_dim=64, max_step=600, progress=False, loss_genre=loss)
+    cfg = preset_config("ComplEx", dataset, hidden_dim=64, max_step=600, progress=False, loss_genre=loss,
+                        reciprocal=reciprocal)
     m = train(kg, cfg).config["metrics"]["test"]
     assert m["mrr"] >= floor, m
     assert m["hits@10"] >= 0.9, m
