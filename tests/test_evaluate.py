@@ -88,6 +88,19 @@ def known_set(triples):
     return {tuple(x) for x in triples.tolist()}
 
 
+def spy_batch_sizes(model, monkeypatch):
+    """A list that collects the number of queries of every ``score_candidates`` call."""
+    sizes = []
+    real = model.score_candidates
+
+    def spy(anchor, r, side="tail", candidates=None):
+        sizes.append(len(anchor))
+        return real(anchor, r, side, candidates)
+
+    monkeypatch.setattr(model, "score_candidates", spy)
+    return sizes
+
+
 # ---- rank_triples / evaluate against brute force -----------------------------------
 def test_random_kg_is_a_meaningful_fixture(kg):
     known = known_set(kg["all"])
@@ -303,14 +316,7 @@ def test_tiny_budget_gives_the_same_result(name, kg, monkeypatch):
     ref = evaluate(m, triples, kg["all"])
     ref_ranks = {ties: rank_triples(m, triples, "tail", FilterIndex(kg["all"], NE, NR), ties) for ties in TIE_MODES}
 
-    sizes = []
-    real = m.score_candidates
-
-    def spy(anchor, r, side="tail", candidates=None):
-        sizes.append(len(anchor))
-        return real(anchor, r, side, candidates)
-
-    monkeypatch.setattr(m, "score_candidates", spy)
+    sizes = spy_batch_sizes(m, monkeypatch)
     assert evaluate(m, triples, kg["all"], budget_bytes=1) == ref
     assert sizes == [1] * (2 * len(triples))  # batch size 1, both sides
     # a budget of 5 queries per batch: batches 5, 5, 2
@@ -371,14 +377,7 @@ def test_batch_size_and_all_candidates_give_the_full_ranking(kg, monkeypatch):
     m = make_model("ComplEx", seed=6)
     triples = torch.cat([kg["valid"], kg["test"]])
     ref = evaluate(m, triples, kg["all"])
-    sizes = []
-    real = m.score_candidates
-
-    def spy(anchor, r, side="tail", candidates=None):
-        sizes.append(len(anchor))
-        return real(anchor, r, side, candidates)
-
-    monkeypatch.setattr(m, "score_candidates", spy)
+    sizes = spy_batch_sizes(m, monkeypatch)
     assert evaluate(m, triples, kg["all"], batch_size=5) == ref
     assert sizes == [5, 5, 2] * 2
     assert evaluate(m, triples, kg["all"], num_candidates=NE) == ref  # k >= #entities: full ranking
