@@ -203,6 +203,38 @@ def _sep_arg(v: str | None) -> str | None:
     return None if v is None or v.lower() in ("", "none") else v
 
 
+_DEFAULT_SLOT = {"slot_token": "[ENT]", "slot_separator": "/"}  # E-BERT's "mention / [ENT]"
+
+
+def _add_model_source(p: argparse.ArgumentParser, title: str, *, kg_help: str, model_help: str, names_help: str,
+                      alpha_help: str):
+    """The ``--kg``, ``--lm``, ``--model``, ``--names``, ``--alpha`` group of pretrain and probe."""
+    src = p.add_argument_group(title)
+    src.add_argument("--kg", metavar="PATH", help=kg_help)
+    src.add_argument("--lm", metavar="PATH_OR_minilm", help="local HF checkpoint folder or 'minilm'")
+    src.add_argument("--model", metavar="DIR", help=model_help)
+    src.add_argument("--names", metavar="TSV_OR_DIR", help=names_help)
+    src.add_argument("--alpha", type=float, default=1.0, help=alpha_help)
+    return src
+
+
+def _bridge_folder(path: str) -> Path:
+    """``--model``: a folder holding a KGBridge's config, else a clear error."""
+    from .inject import BRIDGE_CONFIG
+
+    d = Path(path)
+    if not (d / BRIDGE_CONFIG).is_file():
+        raise BridgeCLIError(f"--model {path}: no {BRIDGE_CONFIG} (not a KGBridge folder)")
+    return d
+
+
+def _fit_on_the_fly(kg: str, lm: str, names: str | None, alpha: float, **kw):
+    """:func:`build_bridge` for pretrain / probe given ``--kg`` and ``--lm``; logs the anchor fit."""
+    bridge, tok, info = build_bridge(kg, lm, names=names, alpha=alpha, **kw)
+    _log(f"bridge: {info['anchors']} anchors, anchor fit cosine {info['anchor_fit_cosine']:.3f}")
+    return bridge, tok
+
+
 # =============================================================================================
 # fit
 
@@ -254,12 +286,11 @@ def _add_pretrain(sub) -> None:
                                    "(map-tuning with mention-masked LM), distill (MLM + KD from the KG model), "
                                    "multitask (MLM + a KGE loss on LM entity representations). Writes checkpoints, "
                                    "loss_log.jsonl, loss_curve.png and the final model into --out.")
-    src = p.add_argument_group("model (either --kg and --lm, or --model)")
-    src.add_argument("--kg", metavar="PATH", help="kgengine saved-model folder or vector file")
-    src.add_argument("--lm", metavar="PATH_OR_minilm", help="local HF checkpoint folder or 'minilm'")
-    src.add_argument("--model", metavar="DIR", help="a KGBridge folder (kge bridge fit) instead of --kg/--lm")
-    src.add_argument("--names", metavar="TSV_OR_DIR", help="readable names for anchors (see fit)")
-    src.add_argument("--alpha", type=float, default=1.0, help="ridge strength of the anchor fit (default 1.0)")
+    src = _add_model_source(p, "model (either --kg and --lm, or --model)",
+                            kg_help="kgengine saved-model folder or vector file",
+                            model_help="a KGBridge folder (kge bridge fit) instead of --kg/--lm",
+                            names_help="readable names for anchors (see fit)",
+                            alpha_help="ridge strength of the anchor fit (default 1.0)")
     src.add_argument("--teacher", metavar="DIR", help="kgengine model folder (distill logit KD, multitask triples); "
                                                       "default: --kg when it is one")
     p.add_argument("--corpus", required=True, metavar="JSONL", help="records {text, mentions} (python -m bridge.corpus)")
@@ -330,21 +361,15 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     config = kep.KEPConfig(**cfg_kw)
     teacher = args.teacher
     if args.model:
-        from .inject import BRIDGE_CONFIG
-
-        if not (Path(args.model) / BRIDGE_CONFIG).is_file():
-            raise BridgeCLIError(f"--model {args.model}: no {BRIDGE_CONFIG} (not a KGBridge folder)")
-        source, tok = args.model, None
+        source, tok = str(_bridge_folder(args.model)), None
     else:
-        source, tok, info = build_bridge(args.kg, args.lm, names=args.names, alpha=args.alpha,
-                                         lm_loader=kep.load_lm_with_mlm_head)
-        _log(f"bridge: {info['anchors']} anchors, anchor fit cosine {info['anchor_fit_cosine']:.3f}")
+        source, tok = _fit_on_the_fly(args.kg, args.lm, args.names, args.alpha, lm_loader=kep.load_lm_with_mlm_head)
         if teacher is None and (Path(args.kg) / "model_config.json").is_file():
             teacher = args.kg
     if teacher is not None and not Path(teacher).is_dir():
         raise BridgeCLIError(f"--teacher {teacher}: no such folder")
-    if config.mode == "inject":
-        teacher = None if args.teacher is None else teacher
+    if config.mode == "inject" and args.teacher is None:
+        teacher = None  # inject needs no teacher unless one is asked for
     kw: dict[str, Any] = dict(tokenizer=tok, teacher=teacher, eval_records=args.eval_corpus,
                               batch_size=args.batch_size, learning_rate=args.lr, logging_steps=args.logging_steps,
                               save_steps=args.save_steps, seed=args.seed, use_cpu=args.use_cpu,
@@ -352,10 +377,9 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     res = kep.run_pretraining(source, args.corpus, config, out, args.max_steps, **kw)
     secs = time.perf_counter() - t0
-    log = getattr(res, "log", None) or []
-    losses = [r["loss"] for r in log if isinstance(r, dict) and "loss" in r]
+    losses = [r["loss"] for r in res.log if "loss" in r]
     tail = f"; loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else ""
-    print(f"KEP {config.mode}: {args.max_steps} steps in {secs:.0f} s{tail}; saved to {getattr(res, 'output_dir', out)}")
+    print(f"KEP {config.mode}: {args.max_steps} steps in {secs:.0f} s{tail}; saved to {res.output_dir}")
     return 0
 
 
@@ -369,14 +393,12 @@ def _add_probe(sub) -> None:
                                    "(logistic regression on the LM's mention state: text-only, injected, random-"
                                    "vector control, KG vectors alone) or KG-BERT-style link prediction (a scorer on "
                                    "the [CLS] state, sampled candidates). Writes probe.json and prints a table.")
-    src = p.add_argument_group("model (--model, or --lm with --kg)")
-    src.add_argument("--model", metavar="DIR", help="a KGBridge folder (kge bridge fit / pretrain)")
-    src.add_argument("--lm", metavar="PATH_OR_minilm", help="local HF checkpoint folder or 'minilm'")
-    src.add_argument("--kg", metavar="PATH", help="KG vectors for --lm (projector fitted on anchors on the fly); "
-                                                  "without it only the text variant runs")
-    src.add_argument("--names", metavar="TSV_OR_DIR", help="readable names for anchors (default: --kg-data's "
-                                                           "entities.tsv when it has names)")
-    src.add_argument("--alpha", type=float, default=1.0, help="ridge strength of the on-the-fly anchor fit")
+    _add_model_source(p, "model (--model, or --lm with --kg)",
+                      kg_help="KG vectors for --lm (projector fitted on anchors on the fly); without it only the "
+                              "text variant runs",
+                      model_help="a KGBridge folder (kge bridge fit / pretrain)",
+                      names_help="readable names for anchors (default: --kg-data's entities.tsv when it has names)",
+                      alpha_help="ridge strength of the on-the-fly anchor fit")
     p.add_argument("--task", choices=PROBE_TASKS, default="wordnet-typing")
     d = p.add_argument_group("data")
     d.add_argument("--wordnet", metavar="PATH", help="WNdb-3.0.tar.gz or a WordNet dict/ folder (wordnet-typing)")
@@ -417,16 +439,14 @@ def _probe_model(args: argparse.Namespace):
     if args.model:
         from .inject import BRIDGE_CONFIG, LM_DIR, KGBridge
 
-        d = Path(args.model)
-        if not (d / BRIDGE_CONFIG).is_file():
-            raise BridgeCLIError(f"--model {args.model}: no {BRIDGE_CONFIG} (not a KGBridge folder)")
+        d = _bridge_folder(args.model)
         cfg = json.loads((d / BRIDGE_CONFIG).read_text())
         tok = _load_tokenizer(d / cfg.get("lm", LM_DIR), "--model")
         try:
             model = KGBridge.from_pretrained(d)
         except (OSError, ValueError) as e:
             raise BridgeCLIError(f"--model {args.model}: {e}") from None
-        slot = {"slot_token": "[ENT]", "slot_separator": "/"}
+        slot = dict(_DEFAULT_SLOT)
         kep_cfg = d / "kep" / "kep_config.json"
         if kep_cfg.is_file():  # probe with the slot the KEP run trained on
             c = json.loads(kep_cfg.read_text()).get("config", {})
@@ -438,15 +458,14 @@ def _probe_model(args: argparse.Namespace):
         names = args.names
         if names is None and args.kg_data and (Path(args.kg_data) / "entities.tsv").is_file():
             names = str(Path(args.kg_data) / "entities.tsv")
-        model, tok, info = build_bridge(args.kg, args.lm, names=names, alpha=args.alpha)
-        _log(f"bridge: {info['anchors']} anchors, anchor fit cosine {info['anchor_fit_cosine']:.3f}")
+        model, tok = _fit_on_the_fly(args.kg, args.lm, names, args.alpha)
     else:
         from transformers import AutoModel
 
         folder = resolve_lm_path(args.lm)
         tok = _load_tokenizer(folder, "--lm")
         model = AutoModel.from_pretrained(str(folder)).eval()
-    return model, tok, {"slot_token": "[ENT]", "slot_separator": "/"}
+    return model, tok, dict(_DEFAULT_SLOT)
 
 
 def _typing_items(args: argparse.Namespace, model):

@@ -71,6 +71,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kgengine.data import read_triples  # noqa: F401  (re-exported: the link-prediction probe's reader)
+
 from .corpus import ProbeItem
 from .inject import KGBridge
 from .project import EntityProjector
@@ -590,26 +592,6 @@ def typing_probe(model: nn.Module, tokenizer: PreTrainedTokenizerBase,
 
 # =============================================================================================
 # Link prediction, KG-BERT style
-
-
-def read_triples(path: str | Path) -> list[tuple[str, str, str]]:
-    """``head<TAB>relation<TAB>tail`` lines (blank lines skipped); errors name file and line."""
-    path = Path(path)
-    out = []
-    try:
-        f = open(path, encoding="utf-8")
-    except OSError as e:
-        raise FileNotFoundError(f"{path}: cannot open ({e.strerror})") from None
-    with f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            parts = line.split("\t")
-            if len(parts) != 3:
-                raise ValueError(f"{path}:{lineno}: expected head<TAB>relation<TAB>tail, got {len(parts)} column(s)")
-            out.append((parts[0], parts[1], parts[2]))
-    return out
 
 
 def read_entity_texts(path: str | Path) -> dict[str, str]:

@@ -39,6 +39,7 @@ __all__ = [
     "load_dataset",
     "load_raw_triples",
     "load_udd",
+    "read_triples",
 ]
 
 BUILTIN_DATASETS = ("kinships", "umls", "nations")
@@ -172,6 +173,12 @@ def _read_rows(path: Path, delimiter: str, ncols: int) -> list[tuple[int, list[s
                 raise DataError(f"{path}:{lineno}: empty field in {line[:80]!r}")
             rows.append((lineno, [p.strip() for p in parts]))
     return rows
+
+
+def read_triples(path: str | os.PathLike, delimiter: str = "\t") -> list[tuple[str, str, str]]:
+    """The ``(head, relation, tail)`` names of one file, in file order (blank lines skipped);
+    a malformed line raises :class:`DataError` naming file and line."""
+    return [(f[0], f[1], f[2]) for _, f in _read_rows(Path(path), delimiter, 3)]
 
 
 def _split_files(data_path: Path, data_files: Sequence[str] | None, n_extra: int = 0) -> list[Path]:
