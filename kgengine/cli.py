@@ -85,10 +85,26 @@ def _add_train(sub) -> None:
                    "(h, r, t) and answer (?, r, t) as (t, r_inv, ?)")
     g.add_argument("--max-step", "--max_step", dest="max_step", type=int, default=d)
     g.add_argument("--seed", type=int, default=d)
-    g.add_argument("--device", default=None, help="cpu (default) or cuda[:N]")
-    g.add_argument("--gpu", type=int, nargs="*", default=None, help="DGL-KE style: --gpu 0 means --device cuda:0")
+    g = p.add_argument_group("devices and processes")
+    g.add_argument("--device", default=d, help="cpu (default) or cuda[:N]")
+    g.add_argument("--gpu", type=int, nargs="+", default=d,
+                   help="DGL-KE style: --gpu 0 means --device cuda:0; --gpu 0 1 runs one worker process per GPU "
+                   "on tables in shared CPU memory; -1: the CPU")
+    g.add_argument("--num-proc", "--num_proc", dest="num_proc", type=int, default=d,
+                   help="worker processes training one model on shared tables (Hogwild); --max_step counts the "
+                   "steps of all workers together (default 1; with several --gpu, one per GPU)")
     g.add_argument("--num-thread", "--num_thread", dest="num_thread", type=int, default=d,
-                   help="torch CPU threads (0: torch's default)")
+                   help="torch CPU threads per process (0: torch's default; workers: cores / num_proc)")
+    g.add_argument("--mix-cpu-gpu", "--mix_cpu_gpu", dest="mix_cpu_gpu", action="store_const", const=True,
+                   default=d, help="keep the tables and optimizer state in CPU memory and move only each step's "
+                   "rows to the GPU (tables larger than the GPU)")
+    g.add_argument("--async-update", "--async_update", dest="async_update", action="store_const", const=True,
+                   default=d, help="with --mix_cpu_gpu: apply each step's update on the CPU in a background "
+                   "thread while the GPU computes the next step (rows may be a step or two stale)")
+    g.add_argument("--amp", dest="amp", action="store_const", const=True, default=d,
+                   help="score in bfloat16 (autocast); tables and optimizer state stay float32")
+    g.add_argument("--compile", dest="compile", action="store_const", const=True, default=d,
+                   help="torch.compile the scoring and loss of a step (falls back to eager if compiling fails)")
     g = p.add_argument_group("validation, checkpoints, output")
     g.add_argument("--save-path", "--save_path", dest="save_path", required=True, help="output folder")
     g.add_argument("--log-interval", "--log_interval", dest="log_interval", type=int, default=d)
@@ -123,8 +139,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
     explicit = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
-    explicit.pop("device", None)
-    explicit["device"] = args.device or (f"cuda:{args.gpu[0]}" if args.gpu and args.gpu[0] >= 0 else "cpu")
     model = explicit.pop("model_name", "TransE_l2")
     cfg = preset_config(model, args.dataset or (Path(args.data_path).name if args.data_path else None), **explicit)
     kg = _load(args)

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["KGEModel", "MODEL_REGISTRY", "register_model", "create_model", "model_names"]
+__all__ = ["KGEModel", "MODEL_REGISTRY", "register_model", "create_model", "model_from_config", "model_names"]
 
 MODEL_REGISTRY: dict[str, type["KGEModel"]] = {}
 
@@ -50,6 +50,14 @@ MODEL_REGISTRY: dict[str, type["KGEModel"]] = {}
 BLOCK_BUDGET_BYTES = 64 * 2**20
 # Bytes of temporaries per block in RotatE's distance kernel: small enough to stay in cache.
 CACHE_BLOCK_BYTES = 2 * 2**20
+# On a GPU both kernels take blocks of this size instead: caches are not the limit there, launches
+# are (a CPU-sized block would mean thousands of tiny kernels per evaluation batch).
+GPU_BLOCK_BYTES = 256 * 2**20
+
+
+def block_budget(device: torch.device, cpu_bytes: int) -> int:
+    """Bytes of temporaries one candidate block may use on ``device``."""
+    return GPU_BLOCK_BYTES if device.type == "cuda" else cpu_bytes
 
 
 def register_model(cls: type["KGEModel"]) -> type["KGEModel"]:
@@ -69,6 +77,13 @@ def create_model(name: str, num_entities: int, num_relations: int, dim: int, gam
     return cls(num_entities, num_relations, dim, gamma=gamma, **kw)
 
 
+def model_from_config(config: dict) -> "KGEModel":
+    """The model that :meth:`KGEModel.config` describes (freshly initialised)."""
+    cfg = dict(config)
+    return create_model(cfg.pop("model_name"), cfg.pop("num_entities"), cfg.pop("num_relations"),
+                        cfg.pop("hidden_dim"), **cfg)
+
+
 def _blocked(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], q: torch.Tensor, cand: torch.Tensor,
              per_pair_bytes: int) -> torch.Tensor:
     """``fn(q (C,c,...), cand block (C,n,...)) -> (C,c,n)`` over blocks of candidates, concatenated.
@@ -78,7 +93,7 @@ def _blocked(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], q: torch.
     """
     C, c = q.shape[:2]
     N = cand.shape[1]
-    block = max(1, BLOCK_BUDGET_BYTES // max(1, C * c * per_pair_bytes))
+    block = max(1, block_budget(q.device, BLOCK_BUDGET_BYTES) // max(1, C * c * per_pair_bytes))
     if block >= N:
         return fn(q, cand)
     grad = torch.is_grad_enabled() and (q.requires_grad or cand.requires_grad)
@@ -102,7 +117,7 @@ class _ModulusDistance(torch.autograd.Function):
     @staticmethod
     def _block(q: torch.Tensor) -> int:
         C, c, D = q.shape
-        return max(1, CACHE_BLOCK_BYTES // max(1, C * c * (D // 2) * q.element_size()))
+        return max(1, block_budget(q.device, CACHE_BLOCK_BYTES) // max(1, C * c * (D // 2) * q.element_size()))
 
     @staticmethod
     def forward(ctx, q: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
@@ -269,6 +284,16 @@ class KGEModel(nn.Module):
         """Bytes of temporaries per (query, candidate) pair; evaluation sizes its batches by it."""
         return 4
 
+    def copy_to(self, device: str | torch.device) -> "KGEModel":
+        """A copy of this model with its tables on ``device`` (no intermediate copy on the CPU)."""
+        with torch.device("meta"):
+            twin = model_from_config(self.config())
+        twin.to_empty(device=device)
+        with torch.no_grad():
+            for k, v in self.tables.items():
+                twin.tables[k].copy_(v)
+        return twin
+
     # ---- persistence (HF-style) -------------------------------------------
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write ``model_config.json`` and ``model.safetensors`` into ``path``."""
@@ -290,9 +315,7 @@ class KGEModel(nn.Module):
         cfg_file = path / "model_config.json"
         if not cfg_file.is_file():
             raise FileNotFoundError(f"{cfg_file}: not a saved kgengine model folder")
-        cfg = json.loads(cfg_file.read_text())
-        model = create_model(cfg.pop("model_name"), cfg.pop("num_entities"), cfg.pop("num_relations"),
-                             cfg.pop("hidden_dim"), **cfg)
+        model = model_from_config(json.loads(cfg_file.read_text()))
         tensors = load_file(str(path / "model.safetensors"))
         missing = sorted(set(model.tables) - set(tensors))
         if missing:

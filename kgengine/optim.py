@@ -6,11 +6,19 @@ with their summed gradient ``g (m, d)``::
     S[idx] += g * g
     W[idx] -= lr * g / (sqrt(S[idx]) + eps)
 
+The arithmetic (:meth:`RowSparseAdagrad.row_update`) runs on gathered rows and
+returns the two increments, so offloaded tables (CPU memory, GPU compute) do it
+on the GPU and leave the CPU only two ``index_add_`` passes.
+
 This is exactly ``torch.optim.Adagrad`` (``lr_decay=0``, ``weight_decay=0``,
 ``initial_accumulator_value=0``) on the dense gradient, whose rows outside
 ``idx`` are zero and therefore leave both ``W`` and ``S`` unchanged; here no
 dense ``(n, d)`` gradient is ever formed. State is element-wise, on the same
 device as the table.
+
+``check_finite`` refuses a non-finite gradient before it touches a table; it
+costs a host sync per step, so the trainer turns it off on a GPU and checks the
+loss once per log interval instead.
 """
 from __future__ import annotations
 
@@ -26,23 +34,44 @@ class RowSparseAdagrad:
         tables: ``{name: (n, d) tensor}`` updated in place.
         lr: learning rate.
         eps: added to ``sqrt(state)``.
+        state: ``{name: tensor like the table}`` accumulators to use (e.g. in shared memory
+            for worker processes); zeros by default.
+        check_finite: raise on a non-finite gradient (one host sync per step).
     """
 
-    def __init__(self, tables: dict[str, torch.Tensor], lr: float, eps: float = 1e-10) -> None:
+    def __init__(self, tables: dict[str, torch.Tensor], lr: float, eps: float = 1e-10,
+                 state: dict[str, torch.Tensor] | None = None, check_finite: bool = True) -> None:
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
-        self.tables, self.lr, self.eps = tables, lr, eps
-        self.state = {k: torch.zeros_like(v) for k, v in tables.items()}
+        self.tables, self.lr, self.eps, self.check_finite = tables, lr, eps, check_finite
+        self.state = state if state is not None else {k: torch.zeros_like(v) for k, v in tables.items()}
+
+    def row_update(self, state_rows: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Adagrad arithmetic on gathered rows: ``(g * g, -lr * g / (sqrt(state + g * g) + eps))``.
+
+        Written once for both placements: resident tables apply it in place on their device,
+        offloaded ones compute it where the gradient is and add both increments to the CPU rows.
+        """
+        g2 = grad * grad
+        delta = grad / (state_rows + g2).sqrt_().add_(self.eps)
+        return g2, delta.mul_(-self.lr)
+
+    def check(self, name: str, grad: torch.Tensor) -> None:
+        if self.check_finite and not torch.isfinite(grad.sum()):  # one pass; NaN/inf propagate through the sum
+            raise FloatingPointError(f"non-finite gradient for table {name!r}; lower --lr or check the data")
+
+    @torch.no_grad()
+    def add_increments(self, name: str, idx: torch.Tensor, g2: torch.Tensor, delta: torch.Tensor) -> None:
+        """``state[idx] += g2``, ``table[idx] += delta`` for the distinct rows ``idx``."""
+        self.state[name].index_add_(0, idx, g2)
+        self.tables[name].index_add_(0, idx, delta)
 
     @torch.no_grad()
     def step(self, name: str, idx: torch.Tensor, grad: torch.Tensor) -> None:
         """Apply the gradient ``grad (m, d)`` of the distinct rows ``idx (m,)`` of table ``name``."""
-        if not torch.isfinite(grad.sum()):  # one pass; NaN/inf propagate through the sum
-            raise FloatingPointError(f"non-finite gradient for table {name!r}; lower --lr or check the data")
-        S, W = self.state[name], self.tables[name]
-        s = S.index_select(0, idx).addcmul_(grad, grad)
-        S.index_copy_(0, idx, s)
-        W.index_add_(0, idx, grad / (s.sqrt_().add_(self.eps)), alpha=-self.lr)
+        self.check(name, grad)
+        g2, delta = self.row_update(self.state[name].index_select(0, idx), grad)
+        self.add_increments(name, idx, g2, delta)
 
     def state_dict(self) -> dict:
         return {"lr": self.lr, "eps": self.eps, "state": {k: v.clone() for k, v in self.state.items()}}

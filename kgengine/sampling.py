@@ -8,12 +8,25 @@ of ``chunk_size * k`` separate triples (DGL-KE's ``--neg_chunk_size``).
 Both samplers draw from an explicit ``torch.Generator`` and expose
 ``state_dict``/``load_state_dict``, so a resumed run draws exactly the batches
 an uninterrupted run would have drawn.
+
+:class:`StepSampler` turns their draws into the ids one training step needs
+(:class:`StepBatch`), all on the CPU whatever device trains: the random stream
+stays reproducible, and the data-dependent ``unique`` (which would force a host
+sync on a GPU) runs while the GPU is still busy with the previous step.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-__all__ = ["EdgeBatcher", "ChunkNegativeSampler"]
+__all__ = ["EdgeBatcher", "ChunkNegativeSampler", "StepBatch", "StepSampler", "triple_degrees"]
+
+
+def triple_degrees(triples: torch.Tensor, num_entities: int) -> torch.Tensor:
+    """``int64 (num_entities,)``: how often each entity is a head or a tail of ``triples (n, 3)``."""
+    heads = torch.bincount(triples[:, 0], minlength=num_entities)
+    return heads + torch.bincount(triples[:, 2], minlength=num_entities)
 
 
 class EdgeBatcher:
@@ -84,3 +97,62 @@ class ChunkNegativeSampler:
         u = torch.rand(num_chunks * self.k, generator=self.generator, dtype=torch.float64)
         # inverse-CDF draw: O(k log n), no per-step multinomial table
         return torch.searchsorted(self.cdf, u, right=True).clamp_max(self.num_entities - 1).view(num_chunks, self.k)
+
+
+@dataclass
+class StepBatch:
+    """The ids of one step of ``B`` positives and ``C`` chunks of ``k`` negatives.
+
+    Attributes:
+        uniq_e: ``(m,)`` the distinct entity ids the step touches (the rows that get gradients).
+        inv_e: ``(2B + C*k,)`` the position in ``uniq_e`` of every head, then every tail, then
+            every negative (chunk-major).
+        uniq_r: ``(u,)`` the distinct relation ids.
+        inv_r: ``(B,)`` the position in ``uniq_r`` of every positive's relation.
+    """
+
+    uniq_e: torch.Tensor
+    inv_e: torch.Tensor
+    uniq_r: torch.Tensor
+    inv_r: torch.Tensor
+
+    def to(self, device: torch.device) -> "StepBatch":
+        """The same ids on ``device``: one pinned buffer, one asynchronous copy (no host sync)."""
+        if device.type == "cpu":
+            return self
+        parts = (self.uniq_e, self.inv_e, self.uniq_r, self.inv_r)
+        flat = torch.cat(parts).pin_memory().to(device, non_blocking=True)
+        return StepBatch(*flat.split([len(p) for p in parts]))
+
+
+class StepSampler:
+    """Draws the positives and shared negatives of each step and indexes their distinct rows.
+
+    Args:
+        triples: ``int64 (n, 3)`` training triples on the CPU.
+        num_entities: negatives come from ``[0, num_entities)``.
+        batch_size, neg_sample_size, chunk_size: ``B``, ``k`` and the positives per chunk.
+        generator: the one random stream (positives first, then negatives, every step).
+        degrees: degree weights for ``--neg_deg_sample`` (``None``: uniform).
+    """
+
+    def __init__(self, triples: torch.Tensor, num_entities: int, batch_size: int, neg_sample_size: int,
+                 chunk_size: int, generator: torch.Generator, degrees: torch.Tensor | None = None) -> None:
+        if batch_size % chunk_size:
+            raise ValueError(f"chunk_size {chunk_size} must divide batch_size {batch_size}")
+        self.triples, self.num_chunks = triples, batch_size // chunk_size
+        self.batcher = EdgeBatcher(len(triples), batch_size, generator)
+        self.negatives = ChunkNegativeSampler(num_entities, neg_sample_size, generator, degrees)
+
+    def next(self) -> StepBatch:
+        pos = self.triples[self.batcher.next()]
+        neg = self.negatives.sample(self.num_chunks)
+        uniq_e, inv_e = torch.unique(torch.cat([pos[:, 0], pos[:, 2], neg.flatten()]), return_inverse=True)
+        uniq_r, inv_r = torch.unique(pos[:, 1], return_inverse=True)
+        return StepBatch(uniq_e, inv_e, uniq_r, inv_r)
+
+    def state_dict(self) -> dict:
+        return self.batcher.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batcher.load_state_dict(state)

@@ -1,26 +1,31 @@
-"""Training: shared-negative logsigmoid loss, row-sparse Adagrad, validation, checkpoints.
+"""Training: the configuration and the loop (logging, validation, checkpoints, saving).
 
-One step:
+One step (:mod:`kgengine.step`):
 
-1. draw ``B`` positives and ``C = B / chunk`` sets of ``k`` negative entities;
-   even steps corrupt tails, odd steps heads (DGL-KE's alternation); with
-   ``reciprocal`` the positives also include ``(t, r_inv, h)`` for every train
-   triple and only tails are corrupted;
+1. draw ``B`` positives and ``C = B / chunk`` sets of ``k`` negative entities on
+   the CPU; even steps corrupt tails, odd steps heads (DGL-KE's alternation);
+   with ``reciprocal`` the positives also include ``(t, r_inv, h)`` for every
+   train triple and only tails are corrupted;
 2. gather the distinct entity and relation rows the step uses (the only rows
-   that get gradients);
+   that get gradients) onto the compute device;
 3. score positives aligned and each chunk against its negatives as one
    candidate-set product;
-4. loss (``--loss_genre``): ``Logsigmoid`` (default, DGL-KE's)
-   ``-(mean logsigmoid(pos) + mean_w logsigmoid(-neg)) / 2`` with ``w`` uniform,
-   or the self-adversarial softmax of the negative scores (``-adv``,
-   temperature ``-a``); or ``Softmax``, the cross-entropy of each positive
-   against its chunk's ``k`` negatives (sampled softmax, PyKEEN's
-   ``CrossEntropyLoss`` under sLCWA); plus ``coef * sum |x|^p`` over the used rows;
+4. loss (``--loss_genre``, :mod:`kgengine.losses`): ``Logsigmoid`` (default,
+   DGL-KE's), optionally self-adversarial (``-adv``), or ``Softmax``, the
+   cross-entropy of each positive against its chunk's negatives; plus
+   ``coef * sum |x|^p`` over the used rows;
 5. row-sparse Adagrad on exactly those rows.
 
-Given a seed the run is deterministic on CPU, and ``resume=True`` continues
-from the newest checkpoint in ``save_path/checkpoints`` to the very same
-final vectors.
+Where it runs: the CPU (default), one GPU (``--device cuda`` / ``--gpu 0``),
+a GPU with the tables in CPU memory (``--mix_cpu_gpu``, optionally
+``--async_update``), or several worker processes on shared tables
+(``--num_proc N``, ``--gpu 0 1 ...``; :mod:`kgengine.parallel`).
+
+The loop runs steps in rounds that end where something must happen (a log
+line, a validation, a checkpoint), so a GPU never waits for the host inside a
+round. Given a seed a single-process CPU run is deterministic, and
+``resume=True`` continues from the newest checkpoint in
+``save_path/checkpoints`` to the very same final vectors.
 """
 from __future__ import annotations
 
@@ -28,23 +33,24 @@ import dataclasses
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .data import KG
-from .evaluate import evaluate
-from .graph import build_graph, entity_degrees
+from .evaluate import evaluate, on_device
+from .losses import loss_names
 from .models import KGEModel, create_model
 from .optim import RowSparseAdagrad
-from .sampling import ChunkNegativeSampler, EdgeBatcher
+from .rowstore import RowStore
+from .sampling import StepSampler, triple_degrees
 from .saved import TrainedKGE, atomic_write_text
+from .step import StepEngine
 
 __all__ = ["TrainConfig", "Trainer", "train", "LOSS_GENRES"]
 
-LOSS_GENRES = ("Logsigmoid", "Softmax")
+LOSS_GENRES = loss_names()
 
 
 @dataclass
@@ -79,7 +85,14 @@ class TrainConfig:
     eval_percent: float = 100.0  # rank a seeded random share of valid/test
     batch_size_eval: int = 0  # queries per evaluation batch (0: sized by a memory budget)
     neg_sample_size_eval: int = 0  # k > 0: rank against k sampled entities (0 or -1: all entities)
-    num_thread: int = 0  # torch threads (0: leave torch's setting)
+    num_thread: int = 0  # torch threads per process (0: torch's setting; workers: cores / num_proc)
+    # where it runs (DGL-KE's flags)
+    num_proc: int = 1  # worker processes on shared tables; max_step counts all workers' steps together
+    gpu: list[int] = field(default_factory=list)  # --gpu 0 1: one worker per GPU; [-1]: the CPU
+    mix_cpu_gpu: bool = False  # tables and optimizer state in CPU memory, rows moved to the GPU per step
+    async_update: bool = False  # apply offloaded updates in a background thread (overlaps the next step)
+    amp: bool = False  # score in bfloat16 under autocast; tables and optimizer state stay float32
+    compile: bool = False  # torch.compile the step's scoring and loss (falls back to eager if it fails)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -108,6 +121,22 @@ class TrainConfig:
             self.neg_chunk_size = min(self.neg_sample_size, self.batch_size)
         if self.neg_chunk_size < 1 or self.batch_size % self.neg_chunk_size:
             raise ValueError(f"--neg_chunk_size {self.neg_chunk_size} must divide --batch_size {self.batch_size}")
+        self.gpu = [int(g) for g in self.gpu]
+        if self.gpu and any(g < 0 for g in self.gpu) and self.gpu != [-1]:
+            raise ValueError(f"--gpu {self.gpu}: GPU ids are >= 0 (-1 alone means the CPU)")
+        if self.gpu and self.gpu != [-1]:
+            self.device = f"cuda:{self.gpu[0]}"
+            if len(self.gpu) > 1 and self.num_proc == 1:  # DGL-KE: one process per GPU
+                self.num_proc = len(self.gpu)
+        if self.num_proc < 1:
+            raise ValueError(f"--num_proc must be >= 1, got {self.num_proc}")
+        if self.async_update and not self.offloaded():
+            raise ValueError("--async_update needs --mix_cpu_gpu (or GPU worker processes): it overlaps the "
+                             "update of CPU-resident tables with the next step")
+
+    def offloaded(self) -> bool:
+        """Whether tables live in CPU memory while a GPU computes (rows travel every step)."""
+        return self.mix_cpu_gpu or (self.num_proc > 1 and self.device.startswith("cuda"))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -119,7 +148,7 @@ class TrainConfig:
 
 
 class Trainer:
-    """Trains one model on one KG; see the module docstring for the step.
+    """Trains one model on one KG; see the module docstring for the step and the placements.
 
     Args:
         kg: the data.
@@ -138,75 +167,62 @@ class Trainer:
         if config.num_thread:
             torch.set_num_threads(config.num_thread)
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.model = create_model(config.model_name, kg.num_entities, kg.num_relations, config.hidden_dim,
-                                  gamma=config.gamma, reciprocal=config.reciprocal)
-        self.model.reset_parameters(self.generator)
-        self.model.to(self.device)
+        with torch.device("meta"):  # allocate once and draw once (a 10M x 400 table is 16 GB)
+            self.model = create_model(config.model_name, kg.num_entities, kg.num_relations, config.hidden_dim,
+                                      gamma=config.gamma, reciprocal=config.reciprocal)
+        self.model.to_empty(device="cpu")
+        self.model.reset_parameters(self.generator)  # on the CPU stream: every device starts from the same vectors
+        offload = config.offloaded()
+        # offloaded tables and every multi-process run keep the tables in CPU memory
+        self.model.to("cpu" if offload or config.num_proc > 1 else self.device)
         self.tables = {k: v.data for k, v in self.model.tables.items()}
-        self.optimizer = RowSparseAdagrad(self.tables, config.lr)
+        self.optimizer = RowSparseAdagrad(self.tables, config.lr, check_finite=self.device.type == "cpu")
         train_triples = kg.train
         if config.reciprocal:
             h, r, t = kg.train.unbind(1)
             train_triples = torch.cat([kg.train, torch.stack([t, r + kg.num_relations, h], 1)])
-        self.batcher = EdgeBatcher(len(train_triples), config.batch_size, self.generator)
-        degrees = entity_degrees(build_graph(kg)) if config.neg_deg_sample else None
-        self.neg_sampler = ChunkNegativeSampler(kg.num_entities, config.neg_sample_size, self.generator, degrees)
-        self.train_triples = train_triples.to(self.device)
+        self.train_triples = train_triples
+        self.degrees = triple_degrees(kg.train, kg.num_entities) if config.neg_deg_sample else None
+        self.sampler = StepSampler(train_triples, kg.num_entities, config.batch_size, config.neg_sample_size,
+                                   config.neg_chunk_size, self.generator, self.degrees)
+        self.engine: StepEngine | None = None
+        if config.num_proc == 1:
+            store = RowStore(self.optimizer, self.device, offload=offload, async_update=config.async_update)
+            self.engine = StepEngine(self.model, store, self.sampler, config)
         self.step = 0
         self.best_mrr = float("-inf")
         self.bad_evals = 0
         self.history: list[dict] = []
         self._best_tables: dict[str, torch.Tensor] | None = None  # in-memory best when there is no save_path
 
-    # ---- one step ----------------------------------------------------------
+    # ---- steps -------------------------------------------------------------
     def train_step(self, step: int) -> float:
-        cfg, model = self.cfg, self.model
-        B, k, c = cfg.batch_size, cfg.neg_sample_size, cfg.neg_chunk_size
-        C = B // c
-        pos = self.train_triples[self.batcher.next().to(self.device)]
-        neg = self.neg_sampler.sample(C).to(self.device)
-        h, r, t = pos[:, 0], pos[:, 1], pos[:, 2]
-        uniq_e, inv_e = torch.unique(torch.cat([h, t, neg.flatten()]), return_inverse=True)
-        uniq_r, inv_r = torch.unique(r, return_inverse=True)
-        ent = self.tables["entity"].index_select(0, uniq_e).requires_grad_()
-        rel_names = [n for n, idx in model.table_index.items() if idx == "relation"]
-        rel = {n: self.tables[n].index_select(0, uniq_r).requires_grad_() for n in rel_names}
-        rows = ent.index_select(0, inv_e)  # one gather: its backward is a single index_add_
-        he, te, ne = rows[:B], rows[B:2 * B], rows[2 * B:].view(C, k, -1)
-        pos_score = model.score_emb(he, inv_r, rel, te)
-        rq = inv_r.view(C, c)
-        if step % 2 and not cfg.reciprocal:  # reciprocal: heads are the inverse triples' tails
-            neg_score = model.score_heads_emb(ne, rq, rel, te.view(C, c, -1))
-        else:
-            neg_score = model.score_tails_emb(he.view(C, c, -1), rq, rel, ne)
-        if cfg.loss_genre == "Softmax":
-            # the softmax already weights each negative by its score, so -adv has nothing to add
-            logits = torch.cat([pos_score.view(C, c, 1), neg_score], dim=-1)
-            loss = -torch.log_softmax(logits, dim=-1)[..., 0].mean()
-        else:
-            neg_ls = F.logsigmoid(-neg_score)
-            if cfg.neg_adversarial_sampling:
-                w = torch.softmax(neg_score.detach() * cfg.adversarial_temperature, dim=-1)
-                neg_loss = -(w * neg_ls).sum(-1).mean()
-            else:
-                neg_loss = -neg_ls.mean()
-            loss = (-F.logsigmoid(pos_score).mean() + neg_loss) / 2
-        if cfg.regularization_coef > 0:
-            p = cfg.regularization_norm
-            reg = ent.abs().pow(p).sum() + sum(x.abs().pow(p).sum() for x in rel.values())
-            loss = loss + cfg.regularization_coef * reg
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"step {step}: the loss is {loss.item()}; lower --lr or check the data")
-        loss.backward()
-        self.optimizer.step("entity", uniq_e, ent.grad)
-        for n, x in rel.items():
-            self.optimizer.step(n, uniq_r, x.grad)
-        return float(loss.detach())
+        """One single-process step (``step`` picks the corrupted side); its loss. Waits for the device."""
+        if self.engine is None:
+            raise RuntimeError("train_step runs a single-process trainer; this one has --num_proc > 1")
+        return float(self.engine.run(1, step)[0])
+
+    def _runner(self):
+        """What runs rounds of steps: this process's engine, or a pool of worker processes."""
+        if self.engine is not None:
+            return self.engine
+        from .parallel import WorkerPool
+
+        return WorkerPool(self.cfg, self.model.config(), self.tables, self.optimizer.state, self.train_triples,
+                          self.degrees, first_step=self.step)
+
+    def _next_stop(self) -> int:
+        """The next step at which the loop must log, validate or checkpoint (the end of a round)."""
+        cfg, stops = self.cfg, [self.cfg.max_step]
+        for every in (cfg.log_interval, cfg.eval_interval, cfg.checkpoint_interval):
+            if every:
+                stops.append((self.step // every + 1) * every)
+        return min(stops)
 
     # ---- validation, checkpoints -------------------------------------------
     def validate(self) -> dict[str, float]:
         known = self.kg.all_triples() if self.cfg.eval_filter else None
-        m = evaluate(self.model, self.kg.valid, known, **self.cfg.eval_options())
+        m = evaluate(on_device(self.model, self.device), self.kg.valid, known, **self.cfg.eval_options())
         return {k: v for k, v in m.items() if not isinstance(v, dict)}
 
     def _ckpt_dir(self) -> Path:
@@ -220,7 +236,9 @@ class Trainer:
             "step": self.step,
             "tables": {k: v.cpu().clone() for k, v in self.tables.items()},
             "optimizer": self.optimizer.state_dict(),
-            "batcher": self.batcher.state_dict(),
+            # worker processes draw from their own streams, which a checkpoint does not keep
+            "batcher": self.sampler.state_dict() if self.engine is not None else None,
+            "num_proc": self.cfg.num_proc,
             "generator": self.generator.get_state(),
             "best_mrr": self.best_mrr,
             "bad_evals": self.bad_evals,
@@ -242,7 +260,7 @@ class Trainer:
         return ckpts[-1] if ckpts else None
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only
         for name in ("model_name", "hidden_dim", "batch_size", "neg_sample_size", "neg_chunk_size", "reciprocal"):
             if state["config"].get(name, False) != getattr(self.cfg, name):
                 raise ValueError(f"{path}: checkpoint has {name}={state['config'][name]!r}, "
@@ -250,7 +268,8 @@ class Trainer:
         for k, v in state["tables"].items():
             self.tables[k].copy_(v)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.batcher.load_state_dict(state["batcher"])
+        if state.get("batcher") is not None and self.engine is not None:
+            self.sampler.load_state_dict(state["batcher"])
         self.generator.set_state(state["generator"])
         self.step, self.best_mrr, self.bad_evals = state["step"], state["best_mrr"], state["bad_evals"]
         self.history = list(state["history"])
@@ -277,6 +296,48 @@ class Trainer:
                 self.tables[k].copy_(v)
 
     # ---- the loop ----------------------------------------------------------
+    def _loop(self, runner, bar) -> None:
+        """Rounds of steps up to the next log / validation / checkpoint, then what is due there."""
+        cfg = self.cfg
+        t0, window_loss, window_steps = time.perf_counter(), 0.0, 0
+        on_step = (lambda: bar.update(1)) if bar is not None and runner is self.engine else None
+        while self.step < cfg.max_step:
+            n = self._next_stop() - self.step
+            losses = runner.run(n, self.step, on_step)
+            if on_step is None and bar is not None:
+                bar.update(n)
+            self.step += n
+            window_loss += sum(losses.tolist())
+            window_steps += n
+            if self.step % cfg.log_interval == 0 or self.step == cfg.max_step:
+                dt = time.perf_counter() - t0
+                rec = {"step": self.step, "loss": window_loss / window_steps,
+                       "pos_per_s": window_steps * cfg.batch_size / max(dt, 1e-9)}
+                self._log(rec)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{rec['loss']:.4f}", pos_s=f"{rec['pos_per_s']:.0f}")
+                t0, window_loss, window_steps = time.perf_counter(), 0.0, 0
+            stop_early = False
+            if cfg.eval_interval and self.step % cfg.eval_interval == 0 and len(self.kg.valid):
+                m = self.validate()
+                self._log({"step": self.step, "valid": m})
+                if bar is not None:
+                    bar.write(f"step {self.step}: valid MRR {m['mrr']:.4f}  Hits@10 {m['hits@10']:.4f}")
+                if m["mrr"] > self.best_mrr:
+                    self.best_mrr, self.bad_evals = m["mrr"], 0
+                    self._save_best()
+                else:
+                    self.bad_evals += 1
+                stop_early = bool(cfg.early_stop_patience and self.bad_evals >= cfg.early_stop_patience)
+                t0 = time.perf_counter()  # positives/s excludes validation time
+            if cfg.checkpoint_interval and self.save_path is not None and self.step % cfg.checkpoint_interval == 0:
+                self.save_checkpoint()
+            if stop_early:
+                if bar is not None:
+                    bar.write(f"early stop at step {self.step}: no better valid MRR in "
+                              f"{cfg.early_stop_patience} validations")
+                return
+
     def train(self, resume: bool = False) -> TrainedKGE:
         """Run to ``max_step`` (or early stop); returns the trained model with its vocabulary."""
         cfg = self.cfg
@@ -300,45 +361,13 @@ class Trainer:
 
             bar = tqdm(total=cfg.max_step, initial=self.step, desc=f"{cfg.model_name} {self.kg.name}", unit="step",
                        dynamic_ncols=True)
-        t0, window_loss, window_steps = time.perf_counter(), 0.0, 0
-        stopped_early = False
-        while self.step < cfg.max_step:
-            loss = self.train_step(self.step)
-            self.step += 1
-            window_loss += loss
-            window_steps += 1
+        runner = self._runner()
+        try:
+            self._loop(runner, bar)
+        finally:
+            runner.close() if runner is not self.engine else self.engine.store.close()
             if bar is not None:
-                bar.update(1)
-            if self.step % cfg.log_interval == 0 or self.step == cfg.max_step:
-                dt = time.perf_counter() - t0
-                rec = {"step": self.step, "loss": window_loss / window_steps,
-                       "pos_per_s": window_steps * cfg.batch_size / max(dt, 1e-9)}
-                self._log(rec)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{rec['loss']:.4f}", pos_s=f"{rec['pos_per_s']:.0f}")
-                t0, window_loss, window_steps = time.perf_counter(), 0.0, 0
-            if cfg.eval_interval and self.step % cfg.eval_interval == 0 and len(self.kg.valid):
-                m = self.validate()
-                self._log({"step": self.step, "valid": m})
-                if bar is not None:
-                    bar.write(f"step {self.step}: valid MRR {m['mrr']:.4f}  Hits@10 {m['hits@10']:.4f}")
-                if m["mrr"] > self.best_mrr:
-                    self.best_mrr, self.bad_evals = m["mrr"], 0
-                    self._save_best()
-                else:
-                    self.bad_evals += 1
-                if cfg.early_stop_patience and self.bad_evals >= cfg.early_stop_patience:
-                    stopped_early = True
-                t0 = time.perf_counter()  # positives/s excludes validation time
-            if cfg.checkpoint_interval and self.save_path is not None and self.step % cfg.checkpoint_interval == 0:
-                self.save_checkpoint()
-            if stopped_early:
-                if bar is not None:
-                    bar.write(f"early stop at step {self.step}: no better valid MRR in "
-                              f"{cfg.early_stop_patience} validations")
-                break
-        if bar is not None:
-            bar.close()
+                bar.close()
         if cfg.eval_interval and self.best_mrr > float("-inf"):
             # keep the vectors of the best validation, not the last step's
             last_validated = self.step % cfg.eval_interval == 0
@@ -353,17 +382,18 @@ class Trainer:
 
 def evaluate_and_record(trained: TrainedKGE, kg: KG, save_path: str | os.PathLike | None = None,
                         ties: str = "realistic", splits: tuple[str, ...] = ("valid", "test"),
-                        filtered: bool = True, **eval_options) -> dict:
+                        filtered: bool = True, device: str | torch.device | None = None, **eval_options) -> dict:
     """Filtered metrics per split (``{"test": {...}, "valid": {...}}``); written to ``metrics.json``.
 
-    ``eval_options`` go to :func:`~kgengine.evaluate.evaluate` (``batch_size``, ``num_candidates``,
-    ``fraction``, ``seed``).
+    ``device``: where to score (default: where the model's tables are). ``eval_options`` go to
+    :func:`~kgengine.evaluate.evaluate` (``batch_size``, ``num_candidates``, ``fraction``, ``seed``).
     """
     out = {}
+    model = trained.model if device is None else on_device(trained.model, device)
     for split in splits:
         triples = kg.split(split)
         if len(triples):
-            m = evaluate(trained.model, triples, kg.all_triples() if filtered else None, ties=ties, **eval_options)
+            m = evaluate(model, triples, kg.all_triples() if filtered else None, ties=ties, **eval_options)
             out[split] = {k: v for k, v in m.items() if not isinstance(v, dict)}
     if save_path is not None:
         atomic_write_text(Path(save_path) / "metrics.json", json.dumps(out, indent=2))
@@ -380,5 +410,5 @@ def train(kg: KG, config: TrainConfig | None = None, save_path: str | os.PathLik
     trained = Trainer(kg, config, save_path).train(resume=resume)
     if evaluate_test:
         trained.config["metrics"] = evaluate_and_record(trained, kg, save_path, filtered=config.eval_filter,
-                                                        **config.eval_options())
+                                                        device=config.device, **config.eval_options())
     return trained

@@ -177,9 +177,10 @@ def test_degree_zero_never_drawn_and_frequencies_follow_degrees():
 def test_degree_sampling_with_real_degrees():
     """Kinships degrees plus two isolated entities (one first, one last)."""
     from kgengine.data import load_dataset
-    from kgengine.graph import build_graph, entity_degrees
+    from kgengine.sampling import triple_degrees
 
-    deg = entity_degrees(build_graph(load_dataset("kinships")))
+    kg = load_dataset("kinships")
+    deg = triple_degrees(kg.train, kg.num_entities)
     deg = torch.cat([torch.zeros(1, dtype=deg.dtype), deg, torch.zeros(1, dtype=deg.dtype)])
     n = len(deg)
     n_draws = 300_000

@@ -119,8 +119,8 @@ def test_softmax_loss_is_cross_entropy_against_the_shared_negatives(kinships, st
     trainer, ref = Trainer(kinships, cfg), Trainer(kinships, cfg)
     loss = trainer.train_step(step)
     # replay the same draws on the untouched twin and score them with the full tables
-    pos = ref.train_triples[ref.batcher.next()]
-    neg = ref.neg_sampler.sample(cfg.batch_size // 16)
+    pos = ref.train_triples[ref.sampler.batcher.next()]
+    neg = ref.sampler.negatives.sample(cfg.batch_size // 16)
     m = ref.model
     ent, rel = m.tables["entity"], {"relation": m.tables["relation"]}
     h, r, t = pos.T
