@@ -84,6 +84,12 @@ def model_from_config(config: dict) -> "KGEModel":
                         cfg.pop("hidden_dim"), **cfg)
 
 
+def _rows(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``table[idx]`` by ``index_select``: its backward is an ``index_add_``, deterministic on the CPU at any
+    thread count, where advanced indexing's accumulating ``index_put_`` is not."""
+    return table.index_select(0, idx.reshape(-1)).view(*idx.shape, table.shape[-1])
+
+
 def _blocked(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], q: torch.Tensor, cand: torch.Tensor,
              per_pair_bytes: int) -> torch.Tensor:
     """``fn(q (C,c,...), cand block (C,n,...)) -> (C,c,n)`` over blocks of candidates, concatenated.
@@ -364,7 +370,7 @@ class TransE_l2(_L2Model):
     name = "TransE_l2"
 
     def query(self, x, r, rel, side):
-        e = rel["relation"][r]
+        e = _rows(rel["relation"], r)
         return x + e if side == "tail" else x - e
 
 
@@ -383,7 +389,7 @@ class DistMult(_DotModel):
     name = "DistMult"
 
     def query(self, x, r, rel, side):
-        return x * rel["relation"][r]
+        return x * _rows(rel["relation"], r)
 
 
 def _halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -406,7 +412,7 @@ class ComplEx(_DotModel):
 
     def query(self, x, r, rel, side):
         xr, xi = _halves(x)
-        rr, ri = _halves(rel["relation"][r])
+        rr, ri = _halves(_rows(rel["relation"], r))
         if side == "tail":  # h * r, then dotted with conj(t)
             return torch.cat([xr * rr - xi * ri, xr * ri + xi * rr], -1)
         return torch.cat([rr * xr + ri * xi, rr * xi - ri * xr], -1)  # r * conj(t), the coefficients of h
@@ -422,7 +428,7 @@ class RESCAL(_DotModel):
         return {"entity": (self.num_entities, self.dim), "relation": (self.num_relation_rows, self.dim * self.dim)}
 
     def query(self, x, r, rel, side):
-        M = rel["relation"][r].view(*r.shape, self.dim, self.dim)
+        M = _rows(rel["relation"], r).view(*r.shape, self.dim, self.dim)
         if side == "tail":  # (h^T M)_j = sum_i h_i M_ij
             return torch.einsum("...i,...ij->...j", x, M)
         return torch.einsum("...ij,...j->...i", M, x)  # M t
@@ -442,7 +448,7 @@ class RotatE(KGEModel):
         return {"entity": (self.num_entities, 2 * self.dim), "relation": (self.num_relation_rows, self.dim)}
 
     def query(self, x, r, rel, side):
-        phase = rel["relation"][r] * (math.pi / self.init_range)  # DGL-KE's phase scaling
+        phase = _rows(rel["relation"], r) * (math.pi / self.init_range)  # DGL-KE's phase scaling
         c, s = torch.cos(phase), torch.sin(phase)
         xr, xi = _halves(x)
         if side == "tail":  # h * r
@@ -486,13 +492,13 @@ class TransR(KGEModel):
             P.mul_(0.1).add_(torch.eye(self.dim))
 
     def _proj(self, r, rel):
-        return rel["projection"][r].view(*r.shape, self.dim, self.dim)
+        return _rows(rel["projection"], r).view(*r.shape, self.dim, self.dim)
 
     def query(self, x, r, rel, side):
         # returns [query in relation space | flattened M_r]: candidates need M_r too
         M = self._proj(r, rel)
         px = torch.einsum("...ij,...j->...i", M, x)
-        e = rel["relation"][r]
+        e = _rows(rel["relation"], r)
         qv = px + e if side == "tail" else px - e
         return torch.cat([qv, M.flatten(-2)], -1)
 

@@ -195,3 +195,21 @@ def test_transe_l2_learns_kinships_with_its_preset():
     cfg = preset_config("TransE_l2", "kinships", hidden_dim=64, max_step=600, progress=False)
     assert cfg.loss_genre == "Softmax"
     assert train(kg, cfg).config["metrics"]["test"]["mrr"] >= 0.15
+
+
+def test_same_seed_same_vectors_at_two_threads(kinships, tmp_path):
+    """Bit-identical at any thread count (relation rows are gathered with index_select, whose backward is a
+    deterministic index_add_), and so is --resume at the README's two threads."""
+    old = torch.get_num_threads()
+    try:
+        cfg = dict(model_name="ComplEx", hidden_dim=200, batch_size=512, neg_sample_size=128, max_step=40, seed=1,
+                   num_thread=2, progress=False, log_interval=10, checkpoint_interval=20)
+        a = train(kinships, TrainConfig(**cfg), tmp_path / "a", evaluate_test=False)
+        b = train(kinships, TrainConfig(**cfg), evaluate_test=False)
+        train(kinships, TrainConfig(**dict(cfg, max_step=20)), tmp_path / "c", evaluate_test=False)
+        c = train(kinships, TrainConfig(**cfg), tmp_path / "c", resume=True, evaluate_test=False)
+    finally:
+        torch.set_num_threads(old)
+    for k in tables(a):
+        assert torch.equal(tables(a)[k], tables(b)[k]), k
+        assert torch.equal(tables(a)[k], tables(c)[k]), k
