@@ -42,6 +42,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .errors import ModelFolderError
+from .persist import FORMAT_VERSION, commit_folder, verify_folder
+
 __all__ = ["KGEModel", "MODEL_REGISTRY", "register_model", "create_model", "model_from_config", "model_names"]
 
 MODEL_REGISTRY: dict[str, type["KGEModel"]] = {}
@@ -77,11 +80,29 @@ def create_model(name: str, num_entities: int, num_relations: int, dim: int, gam
     return cls(num_entities, num_relations, dim, gamma=gamma, **kw)
 
 
-def model_from_config(config: dict) -> "KGEModel":
-    """The model that :meth:`KGEModel.config` describes (freshly initialised)."""
-    cfg = dict(config)
-    return create_model(cfg.pop("model_name"), cfg.pop("num_entities"), cfg.pop("num_relations"),
-                        cfg.pop("hidden_dim"), **cfg)
+_CONFIG_KEYS = {"model_name": str, "num_entities": int, "num_relations": int, "hidden_dim": int,
+                "gamma": (int, float), "reciprocal": bool, "format_version": int}
+
+
+def model_from_config(config: dict, source: str | os.PathLike = "model config") -> "KGEModel":
+    """The model that :meth:`KGEModel.config` describes (freshly initialised).
+
+    A config with a missing, unknown or mistyped key raises :class:`ModelFolderError` naming ``source``.
+    """
+    unknown = sorted(set(config) - set(_CONFIG_KEYS))
+    missing = sorted({"model_name", "num_entities", "num_relations", "hidden_dim"} - set(config))
+    if unknown or missing:
+        raise ModelFolderError(f"{source}: " + "; ".join(
+            ([f"unknown key(s) {unknown}"] if unknown else []) + ([f"missing key(s) {missing}"] if missing else [])))
+    for k, v in config.items():
+        if not isinstance(v, _CONFIG_KEYS[k]) or (isinstance(v, bool) and _CONFIG_KEYS[k] is int):
+            raise ModelFolderError(f"{source}: {k} is {v!r}, expected {_CONFIG_KEYS[k]}")
+    cfg = {k: v for k, v in config.items() if k != "format_version"}
+    try:
+        return create_model(cfg.pop("model_name"), cfg.pop("num_entities"), cfg.pop("num_relations"),
+                            cfg.pop("hidden_dim"), **cfg)
+    except ValueError as e:
+        raise ModelFolderError(f"{source}: {e}") from None
 
 
 def _rows(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -301,36 +322,65 @@ class KGEModel(nn.Module):
         return twin
 
     # ---- persistence (HF-style) -------------------------------------------
-    def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write ``model_config.json`` and ``model.safetensors`` into ``path``."""
+    def _files(self) -> dict:
+        """The writers of this model's two files (``persist.commit_folder`` runs them)."""
         from safetensors.torch import save_file
 
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        tmp = path / "model.safetensors.tmp"
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.tables.items()}, str(tmp))
-        os.replace(tmp, path / "model.safetensors")
-        (path / "model_config.json").write_text(json.dumps(self.config(), indent=2))
+        tables = {k: v.detach().cpu().contiguous() for k, v in self.tables.items()}
+        cfg = json.dumps(dict(self.config(), format_version=FORMAT_VERSION), indent=2)
+        return {"model.safetensors": lambda p: save_file(tables, str(p)),
+                "model_config.json": lambda p: p.write_text(cfg, encoding="utf-8")}
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Write ``model_config.json`` and ``model.safetensors`` into ``path`` as one unit."""
+        commit_folder(path, self._files())
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "KGEModel":
-        """Rebuild a model saved by :meth:`save_pretrained` (the class comes from its config)."""
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
+                        verify: bool = True) -> "KGEModel":
+        """Rebuild a model saved by :meth:`save_pretrained` (the class comes from its config).
+
+        Refuses, naming the file: a folder whose files disagree with its manifest (``verify``), an
+        unreadable or malformed config, a table that does not fit it, NaN or inf in any table.
+        """
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         path = Path(path)
-        cfg_file = path / "model_config.json"
+        cfg_file, weights = path / "model_config.json", path / "model.safetensors"
         if not cfg_file.is_file():
-            raise FileNotFoundError(f"{cfg_file}: not a saved kgengine model folder")
-        model = model_from_config(json.loads(cfg_file.read_text()))
-        tensors = load_file(str(path / "model.safetensors"))
+            raise ModelFolderError(f"{cfg_file}: not found; {path} is not a saved kgengine model folder")
+        if verify:
+            verify_folder(path)
+        model = model_from_config(read_json_object(cfg_file), cfg_file)
+        try:
+            tensors = load_file(str(weights))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ModelFolderError(f"{weights}: not a readable safetensors file ({e})") from None
         missing = sorted(set(model.tables) - set(tensors))
         if missing:
-            raise ValueError(f"{path}: model.safetensors lacks the table(s) {missing} that {model.name} needs")
+            raise ModelFolderError(f"{weights}: lacks the table(s) {missing} that {model.name} needs")
         for k, v in tensors.items():
             if k not in model.tables or model.tables[k].shape != v.shape:
-                raise ValueError(f"{path}: table {k} {tuple(v.shape)} does not fit the config")
+                raise ModelFolderError(f"{weights}: table {k} {tuple(v.shape)} does not fit {cfg_file.name} "
+                                       f"(expected {tuple(model.tables[k].shape) if k in model.tables else 'none'})")
+            bad = int((~torch.isfinite(v)).any(dim=-1).sum()) if v.numel() else 0
+            if bad:
+                raise ModelFolderError(f"{weights}: table {k} has {bad} of {len(v)} rows with NaN or inf values; "
+                                       "the training diverged (retrain with a lower --lr)")
             model.tables[k].data.copy_(v)
         return model.to(device)
+
+
+def read_json_object(path: Path) -> dict:
+    """A JSON object from ``path``; a clear :class:`ModelFolderError` for anything else."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFolderError(f"{path}: unreadable ({e})") from None
+    if not isinstance(data, dict):
+        raise ModelFolderError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 # ---- comparison families ----------------------------------------------------

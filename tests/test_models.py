@@ -385,9 +385,10 @@ def test_save_and_load_round_trip(name, tmp_path):
         for k, v in m.tables.items():
             v.normal_(generator=torch.Generator().manual_seed(len(k)))
     m.save_pretrained(tmp_path / "m")
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.safetensors", "model_config.json"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["manifest.json", "model.safetensors", "model_config.json"]
     cfg = json.loads((tmp_path / "m" / "model_config.json").read_text())
-    assert cfg == {"model_name": name, "num_entities": 7, "num_relations": 3, "hidden_dim": 4, "gamma": 7.5}
+    assert cfg == {"model_name": name, "num_entities": 7, "num_relations": 3, "hidden_dim": 4, "gamma": 7.5,
+                   "format_version": 1}
 
     loaded = KGEModel.from_pretrained(tmp_path / "m")
     assert type(loaded) is type(m)
@@ -405,7 +406,9 @@ def test_save_and_load_round_trip(name, tmp_path):
 
 
 def test_from_pretrained_errors(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    from kgengine.errors import ModelFolderError
+
+    with pytest.raises(ModelFolderError, match="not a saved kgengine model folder"):
         KGEModel.from_pretrained(tmp_path)
     m = create_model("DistMult", 7, 3, 4)
     m.save_pretrained(tmp_path / "m")
@@ -413,12 +416,19 @@ def test_from_pretrained_errors(tmp_path):
     cfg = json.loads(cfg_file.read_text())
     cfg["hidden_dim"] = 5
     cfg_file.write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(ModelFolderError, match="changed after the save"):  # the manifest notices first
         KGEModel.from_pretrained(tmp_path / "m")
+    with pytest.raises(ValueError, match="does not fit"):
+        KGEModel.from_pretrained(tmp_path / "m", verify=False)
     cfg["hidden_dim"], cfg["model_name"] = 4, "NoSuchModel"
     cfg_file.write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="unknown model"):
-        KGEModel.from_pretrained(tmp_path / "m")
+        KGEModel.from_pretrained(tmp_path / "m", verify=False)
+    for bad, msg in (([1, 2], "expected a JSON object"), (dict(cfg, model_name="DistMult", colour="red"),
+                                                          "unknown key"), (dict(cfg, num_entities="7"), "num_entities")):
+        cfg_file.write_text(json.dumps(bad))
+        with pytest.raises(ModelFolderError, match=msg):
+            KGEModel.from_pretrained(tmp_path / "m", verify=False)
 
 
 def test_save_overwrites_existing_folder(tmp_path):
@@ -429,7 +439,7 @@ def test_save_overwrites_existing_folder(tmp_path):
     b.save_pretrained(tmp_path)
     loaded = KGEModel.from_pretrained(tmp_path)
     assert torch.equal(loaded.tables["entity"], b.tables["entity"])
-    assert not (tmp_path / "model.safetensors.tmp").exists()
+    assert not list(tmp_path.glob("*.tmp*")) and not list(tmp_path.glob("*.kge-new"))
 
 
 def test_from_pretrained_rejects_a_missing_table(tmp_path):
@@ -440,8 +450,23 @@ def test_from_pretrained_rejects_a_missing_table(tmp_path):
     tensors = load_file(str(tmp_path / "model.safetensors"))
     del tensors["projection"]
     save_file(tensors, str(tmp_path / "model.safetensors"))
-    with pytest.raises(ValueError, match="projection"):
+    with pytest.raises(ValueError, match="changed after the save"):
         KGEModel.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="projection"):
+        KGEModel.from_pretrained(tmp_path, verify=False)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_from_pretrained_refuses_non_finite_tables(tmp_path, bad):
+    from safetensors.torch import load_file, save_file
+
+    m = create_model("DistMult", 5, 2, 3)
+    m.save_pretrained(tmp_path)
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    tensors["entity"][[1, 3], 0] = bad
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match="table entity has 2 of 5 rows with NaN or inf"):
+        KGEModel.from_pretrained(tmp_path, verify=False)
 
 
 # ---- reciprocal relations ---------------------------------------------------------------------
