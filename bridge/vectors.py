@@ -157,8 +157,14 @@ class KGVectors:
         return cls(names, _parse_floats(path, cols, linenos, names), str(path))
 
     @classmethod
-    def from_word2vec(cls, path: str | os.PathLike) -> "KGVectors":
-        """word2vec text: an ``n d`` header, then ``name v1 ... vd`` per line (whitespace separated)."""
+    def from_word2vec(cls, path: str | os.PathLike, unescape: bool = True) -> "KGVectors":
+        """word2vec text: an ``n d`` header, then ``name v1 ... vd`` per line (whitespace separated).
+
+        ``unescape``: decode the percent-encoding that ``kge export --format w2v`` applies to names
+        (whitespace and ``%`` become ``%XX``); pass ``False`` for a file whose names hold literal ``%XX``.
+        """
+        from kgengine.export import unescape_w2v_name
+
         path = Path(path)
         it = _lines(path)
         first = next(it, None)
@@ -179,6 +185,11 @@ class KGVectors:
             cols.append(parts[1:])
         if len(names) != n:
             raise ValueError(f"{path}: header says {n} vectors, the file has {len(names)}")
+        if unescape:
+            try:
+                names = [unescape_w2v_name(x) for x in names]
+            except UnicodeDecodeError:
+                raise ValueError(f"{path}: a name is not valid percent-encoding; load it with unescape=False") from None
         vec = _parse_floats(path, cols, linenos, names) if names else torch.empty((0, d))
         return cls(names, vec, str(path))
 

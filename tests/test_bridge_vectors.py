@@ -71,7 +71,21 @@ def test_export_formats_round_trip(trained, tmp_path, fmt):
     for src in (out, entity_file):  # the folder and the file itself
         kv = load_kg_vectors(src)
         assert kv.names == t.entities
-        torch.testing.assert_close(kv.vectors, ref, rtol=1e-6, atol=1e-7)  # text formats: 7 digits
+        assert torch.equal(kv.vectors, ref)  # text formats write 9 digits: exact for float32
+
+
+def test_word2vec_names_with_spaces_round_trip(trained, tmp_path):
+    """kge export percent-encodes whitespace and '%' in w2v names; the bridge decodes them."""
+    from kgengine.export import export
+    from kgengine.saved import TrainedKGE
+
+    t, _ = trained
+    names = [f"name {i}" if i % 3 == 0 else f"name_{i}" if i % 3 == 1 else f"{i}%" for i in range(len(t.entities))]
+    renamed = TrainedKGE(t.model, names, t.relations, t.triples, t.config)
+    kv = load_kg_vectors(next(f for f in export(renamed, tmp_path, "w2v")))
+    assert kv.names == names
+    assert KGVectors.from_word2vec(tmp_path / next(p.name for p in tmp_path.iterdir()), unescape=False).names[0] \
+        == "name%200"
 
 
 def test_from_npy_explicit_names_and_errors(tmp_path):

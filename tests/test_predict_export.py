@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kgengine import TrainConfig, load_dataset, train
-from kgengine.export import EXPORT_FORMATS, export
+from kgengine.export import EXPORT_FORMATS, export, unescape_w2v_name
 from kgengine.predict import predict, similar
 from kgengine.saved import TrainedKGE
 
@@ -85,7 +85,7 @@ def test_export_every_format(trained, tmp_path):
     assert np.array_equal(st["entity"], E) and st["relation"].shape == (55, 8)
     tsv = (tmp_path / "tsv" / "nations_DistMult_entity.tsv").read_text().splitlines()
     name, *vals = tsv[3].split("\t")
-    assert name == trained.entities[3] and np.allclose(np.array(vals, dtype=float), E[3], rtol=1e-6)
+    assert name == trained.entities[3] and np.array_equal(np.array(vals, dtype=np.float32), E[3])  # exact
     w2v = (tmp_path / "w2v" / "nations_DistMult_entity.w2v.txt").read_text().splitlines()
     assert w2v[0] == "14 8" and len(w2v) == 15
     assert all(files.values())
@@ -93,10 +93,13 @@ def test_export_every_format(trained, tmp_path):
         export(trained, tmp_path, "hdf5")
 
 
-def test_w2v_replaces_whitespace_in_names(trained, tmp_path):
-    t = TrainedKGE(trained.model, ["new york"] + trained.entities[1:], trained.relations, {}, {"dataset": "x"})
-    (line,) = [x for x in export(t, tmp_path, "w2v")]
-    assert line.read_text().splitlines()[1].split(" ")[0] == "new_york"
+def test_w2v_percent_encodes_whitespace_in_names(trained, tmp_path):
+    names = ["new york", "new_york", "new%20york"] + trained.entities[3:]
+    t = TrainedKGE(trained.model, names, trained.relations, {}, {"dataset": "x"})
+    (path,) = export(t, tmp_path, "w2v")
+    tokens = [line.split(" ")[0] for line in path.read_text().splitlines()[1:]]
+    assert tokens[:3] == ["new%20york", "new_york", "new%2520york"]
+    assert [unescape_w2v_name(tok) for tok in tokens] == names
 
 
 def test_saved_folder_round_trip(trained, tmp_path):
