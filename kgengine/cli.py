@@ -14,6 +14,8 @@ import warnings
 from pathlib import Path
 
 from .data import BUILTIN_DATASETS, DataError, UNSEEN_POLICIES, load_dataset
+from .errors import DeviceError, KGEError
+from .memory import format_plan, plan_for
 from .evaluate import TIE_MODES
 from .export import EXPORT_FORMATS
 from .models import model_names
@@ -114,7 +116,10 @@ def _add_train(sub) -> None:
                    default=d, help="stop after N validations without a better valid MRR (0: never)")
     g.add_argument("--checkpoint-interval", "--checkpoint_interval", dest="checkpoint_interval", type=int,
                    default=d, help="write a checkpoint every N steps into SAVE_PATH/checkpoints")
-    g.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --save-path")
+    g.add_argument("--resume", action="store_true", help="continue from the newest readable checkpoint in "
+                   "--save-path (the same run: its training settings must match)")
+    g.add_argument("--overwrite", action="store_true", help="train into a --save-path that holds another run: its "
+                   "files are moved to SAVE_PATH.replaced-<time> first (without this flag such a folder is refused)")
     g.add_argument("--ties", dest="eval_ties", choices=TIE_MODES, default=d, help="rank ties (default realistic)")
     g.add_argument("--no-eval-filter", "--no_eval_filter", dest="eval_filter", action="store_const", const=False,
                    default=d, help="raw ranking in validation and the final evaluation (default: filtered)")
@@ -143,10 +148,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = preset_config(model, args.dataset or (Path(args.data_path).name if args.data_path else None), **explicit)
     kg = _load(args)
     print(f"{kg}; {cfg.model_name} dim={cfg.hidden_dim} on {cfg.device}", file=sys.stderr)
-    trained = train(kg, cfg, args.save_path, resume=args.resume, evaluate_test=not args.no_eval)
-    metrics = trained.config.get("metrics")
-    if metrics:
-        print(_metrics_table(metrics))
+    print(format_plan(plan_for(cfg, kg, args.save_path)), file=sys.stderr)
+    # the metrics are printed before metrics.json is written: a full disk cannot lose them
+    train(kg, cfg, args.save_path, resume=args.resume, overwrite=args.overwrite, evaluate_test=not args.no_eval,
+          on_metrics=lambda m: print(_metrics_table(m), flush=True))
     print(f"saved to {args.save_path}", file=sys.stderr)
     return 0
 
@@ -173,16 +178,24 @@ def _add_eval(sub) -> None:
     p.add_argument("--split", choices=["valid", "test", "both"], default="both")
     p.add_argument("--ties", choices=TIE_MODES, default="realistic")
     p.add_argument("--no-filter", dest="filtered", action="store_false", help="raw ranking")
-    p.add_argument("--json", action="store_true", help="print metrics.json's content instead of a table")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
+    p.add_argument("--output", "-o", help="also write the metrics (JSON) to this file; the model folder's "
+                   "metrics.json is never changed by kge eval")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_eval)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .data import KG
-    from .saved import TrainedKGE, atomic_write_text
     from .evaluate import evaluate
+    from .persist import atomic_write_json
+    from .saved import TrainedKGE
 
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {args.device}: torch sees no CUDA device here")
     trained = TrainedKGE.from_pretrained(args.model_path, args.device)
     if args.dataset or args.data_path:
         kg = _load(args).remap(trained.entities, trained.relations)
@@ -198,9 +211,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             raise DataError(f"the {s} split is empty")
         m = evaluate(trained.model, kg.split(s), kg.all_triples() if args.filtered else None, ties=args.ties)
         out[s] = {k: v for k, v in m.items() if not isinstance(v, dict)}
-    metrics_file = Path(args.model_path) / "metrics.json"
-    atomic_write_text(metrics_file, json.dumps(out, indent=2))
-    print(json.dumps(out, indent=2) if args.json else _metrics_table(out))
+    print(json.dumps(out, indent=2) if args.json else _metrics_table(out), flush=True)  # before any write
+    if args.output:
+        atomic_write_json(args.output, out)
     return 0
 
 
@@ -279,13 +292,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kge", description="kgengine: train, evaluate and use knowledge-graph "
                                 "embeddings. `kge COMMAND --help` for each command.")
+    debug_help = "show the full traceback of an input or environment error instead of its one-line message"
+    p.add_argument("-v", "--debug", action="store_true", help=debug_help)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_train, _add_eval, _add_predict, _add_similar, _add_export):
         add(sub)
+    for cmd in sub.choices.values():  # `kge train --debug` as well as `kge --debug train`
+        cmd.add_argument("-v", "--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     # listed here; parsed by bridge.cli, imported only when used (it pulls in transformers)
     sub.add_parser("bridge", help="KG vectors into a BERT-family model: fit, pretrain, probe "
                                   "(`kge bridge --help`)", add_help=False)
     return p
+
+
+# What the user or the machine got wrong: one line and exit code 2. Anything else is a bug in kgengine
+# and keeps its traceback (--debug shows the traceback for these too).
+USER_ERRORS = (KGEError, DataError, OSError, FloatingPointError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -297,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, KeyError, ValueError, FileNotFoundError, FloatingPointError, RuntimeError) as e:
+    except USER_ERRORS as e:
+        if args.debug:
+            raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"kge {args.command}: error: {msg}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ class also derives from the built-in type a library caller would expect.
 from __future__ import annotations
 
 __all__ = ["KGEError", "ConfigError", "ModelFolderError", "SavePathError", "RunLockedError", "DeviceError",
-           "MemoryPlanError"]
+           "MemoryPlanError", "UnknownNameError"]
 
 
 class KGEError(Exception):
@@ -36,3 +36,10 @@ class DeviceError(KGEError, RuntimeError):
 
 class MemoryPlanError(KGEError, MemoryError):
     """The run would not fit in memory; the message gives the numbers and the flag to change."""
+
+
+class UnknownNameError(KGEError, KeyError):
+    """An entity or relation name that the vocabulary does not hold."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0]) if self.args else ""

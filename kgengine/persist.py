@@ -26,6 +26,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -66,6 +67,23 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def _run_writer(write: Callable[[Path], None], tmp: Path, final: Path) -> None:
+    """``write(tmp)``; an I/O failure comes out as an ``OSError`` naming ``final`` (writes through a file
+    object raise errno without a file name, and safetensors reports it only in its message)."""
+    try:
+        write(tmp)
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror or str(e), str(final)) from e
+        raise
+    except Exception as e:
+        m = re.search(r"os error (\d+)", str(e))
+        if m:
+            n = int(m.group(1))
+            raise OSError(n, os.strerror(n), str(final)) from e
+        raise
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
     """``write(tmp)`` then rename ``tmp`` to ``path``: ``path`` is either the old file or the complete new one.
 
@@ -75,7 +93,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        write(tmp)
+        _run_writer(write, tmp, path)
         _fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -163,7 +181,7 @@ def commit_folder(folder: str | os.PathLike, writers: dict[str, Callable[[Path],
         for name, write in writers.items():
             new = folder / (name + NEW_SUFFIX)
             staged[name] = new
-            write(new)
+            _run_writer(write, new, folder / name)
             _fsync_file(new)
         fsync_dir(folder)
         files = {name: file_digest(p) for name, p in staged.items()}

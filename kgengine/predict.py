@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from .evaluate import FilterIndex
+from .errors import ConfigError
 from .saved import TrainedKGE
 
 __all__ = ["predict", "similar", "SIMILARITY_METRICS"]
@@ -28,9 +29,9 @@ def predict(trained: TrainedKGE, head: str | None = None, relation: str | None =
     """
     given = [x is not None for x in (head, relation, tail)]
     if sum(given) != 2:
-        raise ValueError("give exactly two of head, relation, tail")
+        raise ConfigError("give exactly two of head, relation, tail")
     if topk < 1:
-        raise ValueError(f"topk must be >= 1, got {topk}")
+        raise ConfigError(f"topk must be >= 1, got {topk}")
     model = trained.model
     dev = model.entity_embeddings.device
     known = trained.known_triples() if exclude_known else None
@@ -58,9 +59,9 @@ def similar(trained: TrainedKGE, entity: str, topk: int = 10, metric: str = "cos
     For ``l2`` the score is the negated distance, so higher is nearer for every metric.
     """
     if metric not in SIMILARITY_METRICS:
-        raise ValueError(f"metric={metric!r}: expected one of {SIMILARITY_METRICS}")
+        raise ConfigError(f"metric={metric!r}: expected one of {SIMILARITY_METRICS}")
     if topk < 1:
-        raise ValueError(f"topk must be >= 1, got {topk}")
+        raise ConfigError(f"topk must be >= 1, got {topk}")
     E = trained.model.entity_embeddings.detach().float()
     i = trained.entity_id(entity)
     q = E[i:i + 1]

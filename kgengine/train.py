@@ -29,26 +29,71 @@ round. Given a seed a single-process CPU run is deterministic, and
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import os
+import pickle
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .data import KG
+from .errors import ConfigError, DeviceError, ModelFolderError, SavePathError
 from .evaluate import evaluate, on_device
 from .losses import loss_names
+from .memory import check_memory, plan_for
 from .models import KGEModel, create_model
 from .optim import RowSparseAdagrad
 from .rowstore import RowStore
 from .sampling import StepSampler, triple_degrees
-from .saved import TrainedKGE, atomic_write_text
+from .persist import FORMAT_VERSION, LOCK_NAME, SaveLock, atomic_write, atomic_write_json, atomic_write_text
+from .saved import TrainedKGE
 from .step import StepEngine
 
-__all__ = ["TrainConfig", "Trainer", "train", "LOSS_GENRES"]
+__all__ = ["TrainConfig", "Trainer", "train", "LOSS_GENRES", "TRAJECTORY_FIELDS"]
+
+# The fields that define a run's trajectory: --resume refuses a checkpoint whose values differ.
+# The rest (max_step, intervals, devices, processes, threads, evaluation options) may change on resume.
+TRAJECTORY_FIELDS = ("model_name", "hidden_dim", "gamma", "lr", "batch_size", "neg_sample_size", "neg_chunk_size",
+                     "neg_deg_sample", "neg_adversarial_sampling", "adversarial_temperature", "regularization_coef",
+                     "regularization_norm", "loss_genre", "reciprocal", "seed")
+_CHECKPOINT_KEYS = ("step", "tables", "optimizer", "generator", "best_mrr", "bad_evals", "history", "config")
+
+
+def dataset_identity(kg: KG) -> dict:
+    """Sizes and a fingerprint of ``kg`` (ids of the training triples, the vocabularies' first names)."""
+    checksum = int((kg.train * torch.tensor([1_000_003, 10_007, 1])).sum())  # int64 wraps: still deterministic
+    names = "\n".join(list(kg.entities[:10_000]) + list(kg.relations)).encode("utf-8", "surrogatepass")
+    return {"num_entities": kg.num_entities, "num_relations": kg.num_relations, "num_train": len(kg.train),
+            "fingerprint": f"{checksum}:{hashlib.sha256(names).hexdigest()[:16]}"}
+
+
+def _torch_save(obj, path: Path) -> None:
+    with open(path, "wb") as f:  # a file object: a full disk then raises OSError(ENOSPC), not a bare RuntimeError
+        torch.save(obj, f)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint's state, loaded with ``weights_only=True``: tensors and plain data only, never code.
+
+    A truncated, empty, garbage or crafted file raises :class:`ModelFolderError` naming it.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ModelFolderError(f"{path}: refused: it holds more than tensors and plain data ({str(e)[:120]})") \
+            from None
+    except Exception as e:  # a damaged file fails anywhere in the unpickler (struct.error, EOFError, zip errors...)
+        raise ModelFolderError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
+    if not isinstance(state, dict) or any(k not in state for k in _CHECKPOINT_KEYS) \
+            or not isinstance(state["tables"], dict) or not isinstance(state["config"], dict):
+        raise ModelFolderError(f"{path}: not a kgengine checkpoint (missing or malformed entries)")
+    return state
 
 LOSS_GENRES = loss_names()
 
@@ -99,39 +144,45 @@ class TrainConfig:
         positive = ("hidden_dim", "batch_size", "neg_sample_size", "log_interval")
         for name in positive:
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_step", "eval_interval", "early_stop_patience", "checkpoint_interval", "num_thread"):
             if getattr(self, name) < 0:
-                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"--{name} must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "gamma", "adversarial_temperature", "regularization_coef"):
             v = getattr(self, name)
             if v != v or v in (float("inf"), float("-inf")):
-                raise ValueError(f"--{name} must be a finite number, got {v}")
+                raise ConfigError(f"--{name} must be a finite number, got {v}")
         if self.neg_sample_size_eval < 0:  # DGL-KE's -1: all entities
             self.neg_sample_size_eval = 0
         if self.batch_size_eval < 0:
-            raise ValueError(f"--batch_size_eval must be >= 0, got {self.batch_size_eval}")
+            raise ConfigError(f"--batch_size_eval must be >= 0, got {self.batch_size_eval}")
         if not 0.0 < self.eval_percent <= 100.0:
-            raise ValueError(f"--eval_percent must be in (0, 100], got {self.eval_percent}")
+            raise ConfigError(f"--eval_percent must be in (0, 100], got {self.eval_percent}")
         if self.loss_genre not in LOSS_GENRES:
-            raise ValueError(f"--loss_genre {self.loss_genre!r}: expected one of {', '.join(LOSS_GENRES)}")
+            raise ConfigError(f"--loss_genre {self.loss_genre!r}: expected one of {', '.join(LOSS_GENRES)}")
         if self.lr <= 0:
-            raise ValueError(f"--lr must be > 0, got {self.lr}")
+            raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        if self.regularization_coef < 0:
+            raise ConfigError(f"-rc/--regularization_coef must be >= 0, got {self.regularization_coef}")
+        if self.regularization_norm < 1:
+            raise ConfigError(f"-rn/--regularization_norm must be >= 1, got {self.regularization_norm}")
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"--keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         if self.neg_chunk_size < 0:
             self.neg_chunk_size = min(self.neg_sample_size, self.batch_size)
         if self.neg_chunk_size < 1 or self.batch_size % self.neg_chunk_size:
-            raise ValueError(f"--neg_chunk_size {self.neg_chunk_size} must divide --batch_size {self.batch_size}")
+            raise ConfigError(f"--neg_chunk_size {self.neg_chunk_size} must divide --batch_size {self.batch_size}")
         self.gpu = [int(g) for g in self.gpu]
         if self.gpu and any(g < 0 for g in self.gpu) and self.gpu != [-1]:
-            raise ValueError(f"--gpu {self.gpu}: GPU ids are >= 0 (-1 alone means the CPU)")
+            raise ConfigError(f"--gpu {self.gpu}: GPU ids are >= 0 (-1 alone means the CPU)")
         if self.gpu and self.gpu != [-1]:
             self.device = f"cuda:{self.gpu[0]}"
             if len(self.gpu) > 1 and self.num_proc == 1:  # DGL-KE: one process per GPU
                 self.num_proc = len(self.gpu)
         if self.num_proc < 1:
-            raise ValueError(f"--num_proc must be >= 1, got {self.num_proc}")
+            raise ConfigError(f"--num_proc must be >= 1, got {self.num_proc}")
         if self.async_update and not self.offloaded():
-            raise ValueError("--async_update needs --mix_cpu_gpu (or GPU worker processes): it overlaps the "
+            raise ConfigError("--async_update needs --mix_cpu_gpu (or GPU worker processes): it overlaps the "
                              "update of CPU-resident tables with the next step")
 
     def offloaded(self) -> bool:
@@ -158,14 +209,16 @@ class Trainer:
 
     def __init__(self, kg: KG, config: TrainConfig, save_path: str | os.PathLike | None = None) -> None:
         if len(kg.train) == 0:
-            raise ValueError("the training split is empty")
+            raise ConfigError("the training split is empty")
         self.kg, self.cfg = kg, config
         self.save_path = Path(save_path) if save_path else None
         self.device = torch.device(config.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
+            raise DeviceError(f"--device {config.device} was asked for, but torch sees no CUDA device here")
         if config.num_thread:
             torch.set_num_threads(config.num_thread)
+        self.memory_plan = plan_for(config, kg, save_path)
+        check_memory(self.memory_plan)  # before allocating: refuse with numbers, not an OOM kill
         self.generator = torch.Generator().manual_seed(config.seed)
         with torch.device("meta"):  # allocate once and draw once (a 10M x 400 table is 16 GB)
             self.model = create_model(config.model_name, kg.num_entities, kg.num_relations, config.hidden_dim,
@@ -194,6 +247,7 @@ class Trainer:
         self.bad_evals = 0
         self.history: list[dict] = []
         self._best_tables: dict[str, torch.Tensor] | None = None  # in-memory best when there is no save_path
+        self._claimed = False  # this trainer owns its save path (set by the first train())
 
     # ---- steps -------------------------------------------------------------
     def train_step(self, step: int) -> float:
@@ -230,9 +284,11 @@ class Trainer:
         return self.save_path / "checkpoints"
 
     def save_checkpoint(self) -> Path:
+        """Write ``checkpoints/step_XXXXXXXXX.pt`` (fsync'd before it appears) and prune old ones."""
         d = self._ckpt_dir()
         d.mkdir(parents=True, exist_ok=True)
         state = {
+            "format_version": FORMAT_VERSION,
             "step": self.step,
             "tables": {k: v.cpu().clone() for k, v in self.tables.items()},
             "optimizer": self.optimizer.state_dict(),
@@ -244,28 +300,37 @@ class Trainer:
             "bad_evals": self.bad_evals,
             "history": self.history,
             "config": self.cfg.to_dict(),
+            "dataset": dataset_identity(self.kg),
         }
         path = d / f"step_{self.step:09d}.pt"
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda p: _torch_save(state, p))
         for old in sorted(d.glob("step_*.pt"))[: -self.cfg.keep_checkpoints]:
             old.unlink()
         return path
 
-    def latest_checkpoint(self) -> Path | None:
+    def checkpoints(self) -> list[Path]:
+        """This run's checkpoints, newest first."""
         if self.save_path is None or not self._ckpt_dir().is_dir():
-            return None
-        ckpts = sorted(self._ckpt_dir().glob("step_*.pt"))
-        return ckpts[-1] if ckpts else None
+            return []
+        return sorted(self._ckpt_dir().glob("step_*.pt"), reverse=True)
+
+    def latest_checkpoint(self) -> Path | None:
+        ckpts = self.checkpoints()
+        return ckpts[0] if ckpts else None
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only
-        for name in ("model_name", "hidden_dim", "batch_size", "neg_sample_size", "neg_chunk_size", "reciprocal"):
-            if state["config"].get(name, False) != getattr(self.cfg, name):
-                raise ValueError(f"{path}: checkpoint has {name}={state['config'][name]!r}, "
-                                 f"but this run has {getattr(self.cfg, name)!r}")
+        """Continue from ``path``; refuses a checkpoint of another run (naming the fields that differ)."""
+        state = read_checkpoint(path)
+        differ = [f"{k} (checkpoint {state['config'].get(k)!r}, this run {getattr(self.cfg, k)!r})"
+                  for k in TRAJECTORY_FIELDS if k in state["config"] and state["config"][k] != getattr(self.cfg, k)]
+        mine = dataset_identity(self.kg)
+        differ += [f"dataset {k} (checkpoint {state['dataset'][k]!r}, this run {mine[k]!r})"
+                   for k in mine if k in state.get("dataset", {}) and state["dataset"][k] != mine[k]]
+        if differ:
+            raise ConfigError(f"{path}: --resume continues the same run, but these differ: {'; '.join(differ)}")
         for k, v in state["tables"].items():
+            if k not in self.tables or self.tables[k].shape != v.shape:
+                raise ModelFolderError(f"{path}: table {k} {tuple(v.shape)} does not fit this run")
             self.tables[k].copy_(v)
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("batcher") is not None and self.engine is not None:
@@ -273,6 +338,21 @@ class Trainer:
         self.generator.set_state(state["generator"])
         self.step, self.best_mrr, self.bad_evals = state["step"], state["best_mrr"], state["bad_evals"]
         self.history = list(state["history"])
+
+    def resume_from_checkpoints(self) -> Path:
+        """Load the newest checkpoint that reads; a damaged newer one is skipped with a warning."""
+        ckpts = self.checkpoints()
+        if not ckpts:
+            raise SavePathError(f"--resume: no checkpoint under {self.save_path}/checkpoints "
+                                "(train with --checkpoint_interval N to write them)")
+        for path in ckpts:
+            try:
+                self.load_checkpoint(path)
+                return path
+            except ModelFolderError as e:
+                warnings.warn(f"{e}; trying the previous checkpoint")
+        raise ModelFolderError(f"--resume: none of the {len(ckpts)} checkpoints under {self._ckpt_dir()} "
+                               "can be read (see the warnings)")
 
     def _log(self, record: dict) -> None:
         self.history.append(record)
@@ -338,23 +418,51 @@ class Trainer:
                               f"{cfg.early_stop_patience} validations")
                 return
 
-    def train(self, resume: bool = False) -> TrainedKGE:
-        """Run to ``max_step`` (or early stop); returns the trained model with its vocabulary."""
+    def lock(self) -> SaveLock | contextlib.nullcontext:
+        """The save path's lock (a no-op without a save path); held by :meth:`train` and :func:`train`."""
+        return SaveLock(self.save_path) if self.save_path is not None else contextlib.nullcontext()
+
+    def _claim_save_path(self, resume: bool, overwrite: bool) -> None:
+        """A fresh run owns its folder: an earlier run's files are refused, or moved aside with ``overwrite``."""
+        assert self.save_path is not None
+        if resume or self._claimed:
+            return
+        old = sorted(p.name for p in self.save_path.iterdir() if p.name != LOCK_NAME)
+        if old and not overwrite:
+            raise SavePathError(
+                f"--save-path {self.save_path} already holds files of another run ({', '.join(old[:4])}"
+                f"{', ...' if len(old) > 4 else ''}); pass --resume to continue it, --overwrite to replace it "
+                "(the old files are moved aside, not deleted), or choose another folder")
+        if old:
+            aside = self.save_path.with_name(f"{self.save_path.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+            aside.mkdir()
+            for name in old:
+                os.replace(self.save_path / name, aside / name)
+            warnings.warn(f"--overwrite: the earlier run's files in {self.save_path} were moved to {aside}")
+        self._claimed = True
+
+    def train(self, resume: bool = False, overwrite: bool = False) -> TrainedKGE:
+        """Run to ``max_step`` (or early stop); returns the trained model with its vocabulary.
+
+        With a save path the run holds the folder's lock throughout. A fresh run refuses a folder that
+        holds another run's files unless ``overwrite`` (they are moved to ``<folder>.replaced-<time>``);
+        ``resume`` continues from the newest readable checkpoint of the same run.
+        """
+        with self.lock():
+            return self._train(resume, overwrite)
+
+    def _train(self, resume: bool, overwrite: bool) -> TrainedKGE:
         cfg = self.cfg
         if self.save_path is not None:
-            self.save_path.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.save_path / "config.json",
-                              json.dumps(dict(cfg.to_dict(), dataset=self.kg.name), indent=2))
+            self._claim_save_path(resume, overwrite)
+            if not resume:
+                atomic_write_json(self.save_path / "config.json", dict(cfg.to_dict(), dataset=self.kg.name))
         if resume:
-            ckpt = self.latest_checkpoint()
-            if ckpt is None:
-                raise FileNotFoundError(f"--resume: no checkpoint under {self.save_path}/checkpoints")
-            self.load_checkpoint(ckpt)
-            if self.save_path is not None:  # the log is rewritten from the checkpoint's copy
-                atomic_write_text(self.save_path / "train_log.jsonl",
-                                  "".join(json.dumps(r) + "\n" for r in self.history))
-        elif self.save_path is not None:
-            (self.save_path / "train_log.jsonl").unlink(missing_ok=True)
+            if self.save_path is None:
+                raise SavePathError("--resume needs the --save-path of the run to continue")
+            self.resume_from_checkpoints()
+            # the log is rewritten from the checkpoint's copy
+            atomic_write_text(self.save_path / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
         bar = None
         if cfg.progress:
             from tqdm.auto import tqdm
@@ -383,7 +491,7 @@ class Trainer:
 def evaluate_and_record(trained: TrainedKGE, kg: KG, save_path: str | os.PathLike | None = None,
                         ties: str = "realistic", splits: tuple[str, ...] = ("valid", "test"),
                         filtered: bool = True, device: str | torch.device | None = None, **eval_options) -> dict:
-    """Filtered metrics per split (``{"test": {...}, "valid": {...}}``); written to ``metrics.json``.
+    """Filtered metrics per split (``{"test": {...}, "valid": {...}}``); written to ``save_path/metrics.json``.
 
     ``device``: where to score (default: where the model's tables are). ``eval_options`` go to
     :func:`~kgengine.evaluate.evaluate` (``batch_size``, ``num_candidates``, ``fraction``, ``seed``).
@@ -396,19 +504,29 @@ def evaluate_and_record(trained: TrainedKGE, kg: KG, save_path: str | os.PathLik
             m = evaluate(model, triples, kg.all_triples() if filtered else None, ties=ties, **eval_options)
             out[split] = {k: v for k, v in m.items() if not isinstance(v, dict)}
     if save_path is not None:
-        atomic_write_text(Path(save_path) / "metrics.json", json.dumps(out, indent=2))
+        atomic_write_json(Path(save_path) / "metrics.json", out)
     return out
 
 
 def train(kg: KG, config: TrainConfig | None = None, save_path: str | os.PathLike | None = None,
-          resume: bool = False, evaluate_test: bool = True, **overrides) -> TrainedKGE:
+          resume: bool = False, evaluate_test: bool = True, overwrite: bool = False,
+          on_metrics=None, **overrides) -> TrainedKGE:
     """Train, then (by default) evaluate valid and test and write ``metrics.json``.
 
-    ``train(kg, model_name="ComplEx", hidden_dim=200, max_step=2000)``.
+    ``train(kg, model_name="ComplEx", hidden_dim=200, max_step=2000)``. The save path stays locked
+    from the start of training until the metrics are written. ``on_metrics(metrics)`` is called
+    before ``metrics.json`` is written (the CLI prints them there, so a full disk cannot lose them).
     """
     config = dataclasses.replace(config, **overrides) if config is not None else TrainConfig(**overrides)
-    trained = Trainer(kg, config, save_path).train(resume=resume)
-    if evaluate_test:
-        trained.config["metrics"] = evaluate_and_record(trained, kg, save_path, filtered=config.eval_filter,
-                                                        device=config.device, **config.eval_options())
+    trainer = Trainer(kg, config, save_path)
+    with trainer.lock():
+        trained = trainer.train(resume=resume, overwrite=overwrite)
+        if evaluate_test:
+            metrics = evaluate_and_record(trained, kg, filtered=config.eval_filter, device=config.device,
+                                          **config.eval_options())
+            trained.config["metrics"] = metrics
+            if on_metrics is not None:
+                on_metrics(metrics)
+            if save_path is not None:
+                atomic_write_json(Path(save_path) / "metrics.json", metrics)
     return trained

@@ -47,7 +47,9 @@ def test_resume_gives_the_uninterrupted_result(kinships, tmp_path, adv, deg):
 
 
 def test_resume_without_checkpoint_fails_clearly(kinships, tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    from kgengine.errors import SavePathError
+
+    with pytest.raises(SavePathError, match="no checkpoint"):
         train(kinships, TrainConfig(max_step=5, **SMALL), tmp_path / "none", resume=True)
 
 
