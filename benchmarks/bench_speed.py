@@ -103,7 +103,7 @@ def _load_kg(args):
     if args.kg_cache and Path(args.kg_cache).is_file():
         import torch
 
-        d = torch.load(args.kg_cache, weights_only=False)
+        d = torch.load(args.kg_cache, weights_only=True)  # names and id tensors: plain data, never code
         return kgengine.KG(d["entities"], d["relations"], d["train"], d["valid"], d["test"], name=d["name"])
     if args.data_path:
         return kgengine.load_dataset(data_path=args.data_path)

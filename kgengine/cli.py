@@ -82,6 +82,9 @@ def _add_train(sub) -> None:
     g.add_argument("--loss-genre", "--loss_genre", dest="loss_genre", choices=LOSS_GENRES, default=d,
                    help="Logsigmoid (default; DGL-KE's) or Softmax: cross-entropy of each positive against its "
                    "shared negatives (-adv has no effect with it)")
+    g.add_argument("--optimizer-state", "--optimizer_state", dest="optimizer_state", choices=("element", "row"),
+                   default=d, help="Adagrad accumulators: one per weight (default) or one per row (PyTorch-BigGraph's "
+                   "and DGL-KE's row-wise Adagrad: half the memory of the tables plus state)")
     g.add_argument("--reciprocal", dest="reciprocal", action="store_const", const=True, default=d,
                    help="a second relation row for each inverse relation: train (t, r_inv, h) beside every "
                    "(h, r, t) and answer (?, r, t) as (t, r_inv, ?)")

@@ -72,7 +72,8 @@ def memory_plan(cfg, num_entities: int, num_relations: int, num_train: int, num_
     for name, shape in model.table_shapes().items():
         nbytes = math.prod(shape) * 4
         items.append(MemoryItem(f"{name} table {shape[0]:,} x {shape[1]:,} float32", nbytes, table_dev))
-        items.append(MemoryItem(f"{name} Adagrad state", nbytes, table_dev))
+        state = nbytes if cfg.optimizer_state == "element" else shape[0] * 4
+        items.append(MemoryItem(f"{name} Adagrad state ({cfg.optimizer_state}-wise)", state, table_dev))
         if keep_best_in_memory:
             items.append(MemoryItem(f"{name} best-validation copy", nbytes, table_dev))
     if cfg.reciprocal:

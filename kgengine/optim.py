@@ -13,8 +13,12 @@ on the GPU and leave the CPU only two ``index_add_`` passes.
 This is exactly ``torch.optim.Adagrad`` (``lr_decay=0``, ``weight_decay=0``,
 ``initial_accumulator_value=0``) on the dense gradient, whose rows outside
 ``idx`` are zero and therefore leave both ``W`` and ``S`` unchanged; here no
-dense ``(n, d)`` gradient is ever formed. State is element-wise, on the same
-device as the table.
+dense ``(n, d)`` gradient is ever formed. State is element-wise by default, on
+the same device as the table.
+
+``state_mode="row"`` keeps one accumulator per row instead (``S[idx] += mean(g * g)``
+over the row), as PyTorch-BigGraph and DGL-KE do: the optimizer's memory drops
+from a second copy of every table to one float per row.
 
 ``check_finite`` refuses a non-finite gradient before it touches a table; it
 costs a host sync per step, so the trainer turns it off on a GPU and checks the
@@ -24,7 +28,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["RowSparseAdagrad"]
+__all__ = ["RowSparseAdagrad", "STATE_MODES"]
+
+STATE_MODES = ("element", "row")
 
 
 class RowSparseAdagrad:
@@ -37,22 +43,35 @@ class RowSparseAdagrad:
         state: ``{name: tensor like the table}`` accumulators to use (e.g. in shared memory
             for worker processes); zeros by default.
         check_finite: raise on a non-finite gradient (one host sync per step).
+        state_mode: ``"element"`` (one accumulator per weight) or ``"row"`` (one per row).
     """
 
     def __init__(self, tables: dict[str, torch.Tensor], lr: float, eps: float = 1e-10,
-                 state: dict[str, torch.Tensor] | None = None, check_finite: bool = True) -> None:
+                 state: dict[str, torch.Tensor] | None = None, check_finite: bool = True,
+                 state_mode: str = "element") -> None:
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
+        if state_mode not in STATE_MODES:
+            raise ValueError(f"state_mode {state_mode!r}: expected one of {STATE_MODES}")
         self.tables, self.lr, self.eps, self.check_finite = tables, lr, eps, check_finite
-        self.state = state if state is not None else {k: torch.zeros_like(v) for k, v in tables.items()}
+        self.state_mode = state_mode
+        self.state = state if state is not None else {k: self.new_state(v) for k, v in tables.items()}
+
+    def new_state(self, table: torch.Tensor) -> torch.Tensor:
+        """Zero accumulators for ``table``: its shape, or ``(n, 1)`` per row."""
+        shape = table.shape if self.state_mode == "element" else (table.shape[0], 1)
+        return torch.zeros(shape, dtype=table.dtype, device=table.device)
 
     def row_update(self, state_rows: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The Adagrad arithmetic on gathered rows: ``(g * g, -lr * g / (sqrt(state + g * g) + eps))``.
+        """The Adagrad arithmetic on gathered rows: ``(g * g, -lr * g / (sqrt(state + g * g) + eps))``
+        (with ``g * g`` averaged over each row in ``"row"`` mode).
 
         Written once for both placements: resident tables apply it in place on their device,
         offloaded ones compute it where the gradient is and add both increments to the CPU rows.
         """
         g2 = grad * grad
+        if self.state_mode == "row":
+            g2 = g2.mean(-1, keepdim=True)
         delta = grad / (state_rows + g2).sqrt_().add_(self.eps)
         return g2, delta.mul_(-self.lr)
 
@@ -74,9 +93,13 @@ class RowSparseAdagrad:
         self.add_increments(name, idx, g2, delta)
 
     def state_dict(self) -> dict:
-        return {"lr": self.lr, "eps": self.eps, "state": {k: v.clone() for k, v in self.state.items()}}
+        return {"lr": self.lr, "eps": self.eps, "state_mode": self.state_mode,
+                "state": {k: v.clone() for k, v in self.state.items()}}
 
     def load_state_dict(self, sd: dict) -> None:
+        if sd.get("state_mode", "element") != self.state_mode:
+            raise ValueError(f"optimizer state is {sd.get('state_mode', 'element')}-wise, this optimizer "
+                             f"{self.state_mode}-wise")
         self.lr, self.eps = sd["lr"], sd["eps"]
         for k, v in sd["state"].items():
             self.state[k].copy_(v)

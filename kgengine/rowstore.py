@@ -74,13 +74,13 @@ class RowStore:
         if not self.offload:
             return W.index_select(0, idx_device).requires_grad_()
         S = self.optimizer.state[name]
-        staged = torch.empty((2, len(idx_home)) + W.shape[1:], dtype=W.dtype, pin_memory=self._pin)
-        torch.index_select(W, 0, idx_home, out=staged[0])
-        torch.index_select(S, 0, idx_home, out=staged[1])
-        # one copy for rows and state; the caching host allocator keeps `staged` alive until it has run
-        rows = staged.to(self.device, non_blocking=True) if self._pin else staged
-        self._state_rows[name] = rows[1]
-        return rows[0].requires_grad_()
+        staged = [torch.empty((len(idx_home),) + T.shape[1:], dtype=T.dtype, pin_memory=self._pin) for T in (W, S)]
+        for T, out in zip((W, S), staged):
+            torch.index_select(T, 0, idx_home, out=out)
+        # the caching host allocator keeps each staged buffer alive until its copy has run
+        rows, state = (t.to(self.device, non_blocking=True) for t in staged) if self._pin else staged
+        self._state_rows[name] = state
+        return rows.requires_grad_()
 
     @torch.no_grad()
     def update(self, name: str, idx_home: torch.Tensor, idx_device: torch.Tensor, grad: torch.Tensor) -> None:
@@ -93,11 +93,10 @@ class RowStore:
         g2, delta = self.optimizer.row_update(self._state_rows.pop(name), grad)
         event = None
         if self._pin:
-            host = torch.empty((2,) + tuple(g2.shape), dtype=g2.dtype, pin_memory=True)
-            host.copy_(torch.stack((g2, delta)), non_blocking=True)
+            g2, delta = (torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
+                         for t in (g2, delta))
             event = torch.cuda.Event()
             event.record()
-            g2, delta = host[0], host[1]
         if not self.async_update:
             if event is not None:
                 event.synchronize()  # the CPU waits for this step: what --async_update avoids

@@ -48,7 +48,7 @@ from .evaluate import evaluate, on_device
 from .losses import loss_names
 from .memory import check_memory, plan_for
 from .models import KGEModel, create_model
-from .optim import RowSparseAdagrad
+from .optim import STATE_MODES, RowSparseAdagrad
 from .rowstore import RowStore
 from .sampling import StepSampler, triple_degrees
 from .persist import FORMAT_VERSION, LOCK_NAME, SaveLock, atomic_write, atomic_write_json, atomic_write_text
@@ -61,7 +61,7 @@ __all__ = ["TrainConfig", "Trainer", "train", "LOSS_GENRES", "TRAJECTORY_FIELDS"
 # The rest (max_step, intervals, devices, processes, threads, evaluation options) may change on resume.
 TRAJECTORY_FIELDS = ("model_name", "hidden_dim", "gamma", "lr", "batch_size", "neg_sample_size", "neg_chunk_size",
                      "neg_deg_sample", "neg_adversarial_sampling", "adversarial_temperature", "regularization_coef",
-                     "regularization_norm", "loss_genre", "reciprocal", "seed")
+                     "regularization_norm", "loss_genre", "reciprocal", "seed", "optimizer_state")
 _CHECKPOINT_KEYS = ("step", "tables", "optimizer", "generator", "best_mrr", "bad_evals", "history", "config")
 
 
@@ -115,6 +115,7 @@ class TrainConfig:
     regularization_coef: float = 0.0
     regularization_norm: int = 3
     loss_genre: str = "Logsigmoid"  # or "Softmax" (cross-entropy of the positive against its negatives)
+    optimizer_state: str = "element"  # Adagrad accumulators per weight, or "row": one per row (half the memory)
     reciprocal: bool = False  # train (t, r_inverse, h) beside every (h, r, t); only tails are corrupted
     max_step: int = 10000
     seed: int = 0
@@ -158,6 +159,8 @@ class TrainConfig:
             raise ConfigError(f"--batch_size_eval must be >= 0, got {self.batch_size_eval}")
         if not 0.0 < self.eval_percent <= 100.0:
             raise ConfigError(f"--eval_percent must be in (0, 100], got {self.eval_percent}")
+        if self.optimizer_state not in STATE_MODES:
+            raise ConfigError(f"--optimizer_state {self.optimizer_state!r}: expected one of {', '.join(STATE_MODES)}")
         if self.loss_genre not in LOSS_GENRES:
             raise ConfigError(f"--loss_genre {self.loss_genre!r}: expected one of {', '.join(LOSS_GENRES)}")
         if self.lr <= 0:
@@ -229,7 +232,8 @@ class Trainer:
         # offloaded tables and every multi-process run keep the tables in CPU memory
         self.model.to("cpu" if offload or config.num_proc > 1 else self.device)
         self.tables = {k: v.data for k, v in self.model.tables.items()}
-        self.optimizer = RowSparseAdagrad(self.tables, config.lr, check_finite=self.device.type == "cpu")
+        self.optimizer = RowSparseAdagrad(self.tables, config.lr, check_finite=self.device.type == "cpu",
+                                          state_mode=config.optimizer_state)
         train_triples = kg.train
         if config.reciprocal:
             h, r, t = kg.train.unbind(1)

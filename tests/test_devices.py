@@ -237,3 +237,14 @@ def test_gpu_check_script_starts_without_a_gpu(tmp_path):
     assert {"presets", "eval", "throughput", "big"} <= sections
     assert records[-1]["failed"] == []
     assert all(r["pos_per_s"] > 0 for r in records if r["section"] == "throughput")
+
+
+def test_rowwise_state_trains_resident_and_offloaded_alike(kinships):
+    cfg = dict(model_name="ComplEx", max_step=25, seed=2, optimizer_state="row", **SMALL)
+    plain = Trainer(kinships, TrainConfig(**cfg))
+    assert plain.optimizer.state["entity"].shape == (kinships.num_entities, 1)
+    plain.train()
+    mixed = Trainer(kinships, TrainConfig(mix_cpu_gpu=True, **cfg))
+    mixed.train()
+    for k, v in tables(plain).items():
+        assert torch.equal(v, tables(mixed)[k]), k

@@ -487,3 +487,6 @@ def test_the_memory_plan_counts_tables_and_adagrad_state():
     assert by["entity table"] == 5_000_000 * 400 * 4 and by["entity Adagrad"] == 5_000_000 * 400 * 4
     offloaded = memory_plan(TrainConfig(hidden_dim=8, gpu=[0], mix_cpu_gpu=True), 100, 2, 10, 10, False)
     assert {it.device for it in offloaded if "table" in it.what} == {"cpu"}
+    rowwise = memory_plan(TrainConfig(model_name="ComplEx", hidden_dim=200, optimizer_state="row"), 5_000_000, 10,
+                          100, 100, False)
+    assert next(it.bytes for it in rowwise if it.what.startswith("entity Adagrad")) == 5_000_000 * 4
