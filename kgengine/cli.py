@@ -98,6 +98,9 @@ def _add_train(sub) -> None:
     g.add_argument("--num-proc", "--num_proc", dest="num_proc", type=int, default=d,
                    help="worker processes training one model on shared tables (Hogwild); --max_step counts the "
                    "steps of all workers together (default 1; with several --gpu, one per GPU)")
+    g.add_argument("--partition", dest="partition", default=d,
+                   help="a partition written by kge partition (its .npy): worker i trains the triples whose head is "
+                   "in part i and draws negatives from part i (DGL-KE's locality); needs --num_proc = its parts")
     g.add_argument("--num-thread", "--num_thread", dest="num_thread", type=int, default=d,
                    help="torch CPU threads per process (0: torch's default; workers: cores / num_proc)")
     g.add_argument("--mix-cpu-gpu", "--mix_cpu_gpu", dest="mix_cpu_gpu", action="store_const", const=True,
@@ -272,6 +275,38 @@ def _cmd_similar(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_partition(sub) -> None:
+    from .partition import PARTITION_METHODS
+
+    p = sub.add_parser("partition", help="split the entities into parts for worker processes (METIS through DGL)",
+                       description="Compute the entity partition once (METIS differs run to run) and save it "
+                       "(default: DATA_PATH/partitions/METHOD-P.npy/.json); train with --partition FILE --num_proc P.")
+    _add_data_args(p, True)
+    p.add_argument("--num-parts", "--num_parts", dest="num_parts", type=int, required=True)
+    p.add_argument("--method", choices=PARTITION_METHODS, default="metis",
+                   help="metis (needs DGL) or random (the baseline METIS is measured against)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --method random")
+    p.add_argument("--out", help="output path without suffix (default DATA_PATH/partitions/METHOD-P)")
+    p.set_defaults(func=_cmd_partition)
+
+
+def _cmd_partition(args: argparse.Namespace) -> int:
+    from .partition import compute_partition, default_partition_path, save_partition
+
+    kg = _load(args)
+    if args.out:
+        out = Path(args.out)
+    elif args.data_path:
+        out = default_partition_path(Path(args.data_path) / (args.dataset or ""), args.num_parts, args.method)
+    else:
+        raise KGEError("--out is needed for a built-in dataset (its folder is inside the package)")
+    parts = compute_partition(kg, args.num_parts, args.method, args.seed)
+    meta = save_partition(out, parts, kg, args.method)
+    print(f"{out}.npy: {args.method}, {args.num_parts} parts of {meta['entities_per_part']} entities; "
+          f"edge cut {meta['edge_cut']:.3f} (share of training triples whose head and tail parts differ)")
+    return 0
+
+
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="write vectors with their names")
     _add_model_path(p)
@@ -298,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     debug_help = "show the full traceback of an input or environment error instead of its one-line message"
     p.add_argument("-v", "--debug", action="store_true", help=debug_help)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_train, _add_eval, _add_predict, _add_similar, _add_export):
+    for add in (_add_train, _add_eval, _add_predict, _add_similar, _add_export, _add_partition):
         add(sub)
     for cmd in sub.choices.values():  # `kge train --debug` as well as `kge --debug train`
         cmd.add_argument("-v", "--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)

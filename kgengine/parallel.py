@@ -24,6 +24,8 @@ import traceback
 import torch
 import torch.multiprocessing as mp
 
+from .errors import ConfigError
+
 __all__ = ["WorkerPool", "worker_devices", "split_positives"]
 
 
@@ -46,8 +48,8 @@ def _worker_seed(seed: int, rank: int, first_step: int) -> int:
 
 
 def _worker_main(rank: int, device: str, cfg_dict: dict, model_cfg: dict, tables: dict, states: dict,
-                 triples: torch.Tensor, degrees: torch.Tensor | None, first_step: int, threads: int,
-                 commands, results) -> None:
+                 triples: torch.Tensor, degrees: torch.Tensor | None, candidates: torch.Tensor | None,
+                 first_step: int, threads: int, commands, results) -> None:
     from .models import model_from_config
     from .optim import RowSparseAdagrad
     from .rowstore import RowStore
@@ -69,7 +71,7 @@ def _worker_main(rank: int, device: str, cfg_dict: dict, model_cfg: dict, tables
         store = RowStore(optimizer, dev, offload=offload, async_update=cfg.async_update and offload)
         gen = torch.Generator().manual_seed(_worker_seed(cfg.seed, rank, first_step))
         sampler = StepSampler(triples, model.num_entities, cfg.batch_size, cfg.neg_sample_size, cfg.neg_chunk_size,
-                              gen, degrees)
+                              gen, degrees, candidates)
         engine = StepEngine(model, store, sampler, cfg)
         results.put((rank, "ready", None))
     except BaseException:
@@ -101,10 +103,13 @@ class WorkerPool:
         triples: ``int64 (n, 3)`` all training positives; each worker gets a share.
         degrees: weights for ``--neg_deg_sample`` (``None``: uniform negatives).
         first_step: the run's current step (seeds the workers' generators).
+        shares: each worker's triple indices (default: a seeded random split).
+        candidates: each worker's negative entities (default: all).
     """
 
     def __init__(self, cfg, model_cfg: dict, tables: dict[str, torch.Tensor], states: dict[str, torch.Tensor],
-                 triples: torch.Tensor, degrees: torch.Tensor | None, first_step: int = 0) -> None:
+                 triples: torch.Tensor, degrees: torch.Tensor | None, first_step: int = 0,
+                 shares: list[torch.Tensor] | None = None, candidates: list[torch.Tensor] | None = None) -> None:
         for t in list(tables.values()) + list(states.values()):
             if t.device.type != "cpu":
                 raise ValueError("worker processes share CPU tables; offload them (--mix_cpu_gpu) first")
@@ -115,13 +120,17 @@ class WorkerPool:
         ctx = mp.get_context("spawn")  # fork would copy a CUDA context and the parent's OpenMP pool
         self.results = ctx.Queue()
         self.commands = [ctx.SimpleQueue() for _ in range(self.num_proc)]
-        shares = split_positives(len(triples), self.num_proc, cfg.seed)
+        if shares is None:
+            shares = split_positives(len(triples), self.num_proc, cfg.seed)
+        if any(len(s) == 0 for s in shares):
+            raise ConfigError("a worker's share of the positives is empty (a partition part without triples?)")
         self.procs = []
         for rank in range(self.num_proc):
             share = triples[shares[rank]].contiguous().share_memory_()
+            cand = candidates[rank].contiguous().share_memory_() if candidates is not None else None
             p = ctx.Process(target=_worker_main, name=f"kgengine-worker-{rank}", daemon=True,
                             args=(rank, devices[rank], cfg.to_dict(), model_cfg, tables, states, share, degrees,
-                                  first_step, threads, self.commands[rank], self.results))
+                                  cand, first_step, threads, self.commands[rank], self.results))
             p.start()
             self.procs.append(p)
         try:

@@ -75,28 +75,38 @@ class ChunkNegativeSampler:
         degrees: ``(num_entities,)`` weights for degree-proportional sampling
             (DGL-KE's ``--neg_deg_sample``); ``None`` for uniform.
         generator: the random stream.
+        candidates: draw only these entity ids (a worker's own partition: DGL-KE's local
+            negatives); ``None`` for all entities.
     """
 
     def __init__(self, num_entities: int, neg_sample_size: int, generator: torch.Generator,
-                 degrees: torch.Tensor | None = None) -> None:
+                 degrees: torch.Tensor | None = None, candidates: torch.Tensor | None = None) -> None:
         if neg_sample_size < 1:
             raise ValueError(f"neg_sample_size must be >= 1, got {neg_sample_size}")
-        self.num_entities, self.k, self.generator = num_entities, neg_sample_size, generator
+        if candidates is not None and len(candidates) == 0:
+            raise ValueError("no candidate entities to draw negatives from")
+        self.candidates = candidates
+        self.num_entities = num_entities if candidates is None else len(candidates)
+        self.k, self.generator = neg_sample_size, generator
         self.cdf = None
         if degrees is not None:
-            w = degrees.to(torch.float64)
-            if w.shape != (num_entities,) or not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-                raise ValueError("degrees must be a finite, non-negative (num_entities,) tensor with a positive sum")
+            if degrees.shape != (num_entities,):
+                raise ValueError("degrees must be a (num_entities,) tensor")
+            w = degrees.to(torch.float64) if candidates is None else degrees[candidates].to(torch.float64)
+            if not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+                raise ValueError("degrees must be finite, non-negative, with a positive sum")
             cdf = torch.cumsum(w, 0)
             self.cdf = cdf / cdf[-1]
 
     def sample(self, num_chunks: int) -> torch.Tensor:
         """``int64 (num_chunks, k)`` negative entity ids."""
         if self.cdf is None:
-            return torch.randint(0, self.num_entities, (num_chunks, self.k), generator=self.generator)
-        u = torch.rand(num_chunks * self.k, generator=self.generator, dtype=torch.float64)
-        # inverse-CDF draw: O(k log n), no per-step multinomial table
-        return torch.searchsorted(self.cdf, u, right=True).clamp_max(self.num_entities - 1).view(num_chunks, self.k)
+            ids = torch.randint(0, self.num_entities, (num_chunks, self.k), generator=self.generator)
+        else:
+            u = torch.rand(num_chunks * self.k, generator=self.generator, dtype=torch.float64)
+            # inverse-CDF draw: O(k log n), no per-step multinomial table
+            ids = torch.searchsorted(self.cdf, u, right=True).clamp_max(self.num_entities - 1).view(num_chunks, self.k)
+        return ids if self.candidates is None else self.candidates[ids]
 
 
 @dataclass
@@ -134,15 +144,17 @@ class StepSampler:
         batch_size, neg_sample_size, chunk_size: ``B``, ``k`` and the positives per chunk.
         generator: the one random stream (positives first, then negatives, every step).
         degrees: degree weights for ``--neg_deg_sample`` (``None``: uniform).
+        candidates: the entity ids negatives come from (``None``: all).
     """
 
     def __init__(self, triples: torch.Tensor, num_entities: int, batch_size: int, neg_sample_size: int,
-                 chunk_size: int, generator: torch.Generator, degrees: torch.Tensor | None = None) -> None:
+                 chunk_size: int, generator: torch.Generator, degrees: torch.Tensor | None = None,
+                 candidates: torch.Tensor | None = None) -> None:
         if batch_size % chunk_size:
             raise ValueError(f"chunk_size {chunk_size} must divide batch_size {batch_size}")
         self.triples, self.num_chunks = triples, batch_size // chunk_size
         self.batcher = EdgeBatcher(len(triples), batch_size, generator)
-        self.negatives = ChunkNegativeSampler(num_entities, neg_sample_size, generator, degrees)
+        self.negatives = ChunkNegativeSampler(num_entities, neg_sample_size, generator, degrees, candidates)
 
     def next(self) -> StepBatch:
         pos = self.triples[self.batcher.next()]

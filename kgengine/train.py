@@ -51,6 +51,7 @@ from .models import KGEModel, create_model
 from .optim import STATE_MODES, RowSparseAdagrad
 from .rowstore import RowStore
 from .sampling import StepSampler, triple_degrees
+from .partition import load_partition, positives_by_part
 from .persist import FORMAT_VERSION, LOCK_NAME, SaveLock, atomic_write, atomic_write_json, atomic_write_text
 from .saved import TrainedKGE
 from .step import StepEngine
@@ -135,6 +136,7 @@ class TrainConfig:
     # where it runs (DGL-KE's flags)
     num_proc: int = 1  # worker processes on shared tables; max_step counts all workers' steps together
     gpu: list[int] = field(default_factory=list)  # --gpu 0 1: one worker per GPU; [-1]: the CPU
+    partition: str = ""  # kge partition's file: worker i trains the triples whose head is in part i, local negatives
     mix_cpu_gpu: bool = False  # tables and optimizer state in CPU memory, rows moved to the GPU per step
     async_update: bool = False  # apply offloaded updates in a background thread (overlaps the next step)
     amp: bool = False  # score in bfloat16 under autocast; tables and optimizer state stay float32
@@ -184,6 +186,8 @@ class TrainConfig:
                 self.num_proc = len(self.gpu)
         if self.num_proc < 1:
             raise ConfigError(f"--num_proc must be >= 1, got {self.num_proc}")
+        if self.partition and self.num_proc < 2:
+            raise ConfigError("--partition gives each worker process one part: use it with --num_proc P")
         if self.async_update and not self.offloaded():
             raise ConfigError("--async_update needs --mix_cpu_gpu (or GPU worker processes): it overlaps the "
                              "update of CPU-resident tables with the next step")
@@ -240,6 +244,7 @@ class Trainer:
             train_triples = torch.cat([kg.train, torch.stack([t, r + kg.num_relations, h], 1)])
         self.train_triples = train_triples
         self.degrees = triple_degrees(kg.train, kg.num_entities) if config.neg_deg_sample else None
+        self.parts = load_partition(config.partition, kg, config.num_proc) if config.partition else None
         self.sampler = StepSampler(train_triples, kg.num_entities, config.batch_size, config.neg_sample_size,
                                    config.neg_chunk_size, self.generator, self.degrees)
         self.engine: StepEngine | None = None
@@ -266,8 +271,12 @@ class Trainer:
             return self.engine
         from .parallel import WorkerPool
 
+        shares = candidates = None
+        if self.parts is not None:  # DGL-KE's locality: own heads, own negatives
+            shares = positives_by_part(self.train_triples, self.parts, self.cfg.num_proc)
+            candidates = [torch.nonzero(self.parts == i).flatten() for i in range(self.cfg.num_proc)]
         return WorkerPool(self.cfg, self.model.config(), self.tables, self.optimizer.state, self.train_triples,
-                          self.degrees, first_step=self.step)
+                          self.degrees, first_step=self.step, shares=shares, candidates=candidates)
 
     def _next_stop(self) -> int:
         """The next step at which the loop must log, validate or checkpoint (the end of a round)."""
