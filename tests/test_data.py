@@ -94,9 +94,11 @@ def test_builtin_first_train_line_matches_file():
 
 
 @pytest.mark.skipif(not (SHARED / "kinships" / "train.txt").is_file(), reason="shared data not present")
-def test_shared_folder_matches_builtin():
+def test_shared_folder_matches_builtin(tmp_path, monkeypatch):
+    monkeypatch.setenv("KGENGINE_CACHE_DIR", str(tmp_path))  # the shared folder is read-only
     builtin = load_dataset("kinships")
     shared = load_dataset(data_path=SHARED / "kinships")
+    assert not (SHARED / "kinships" / ".kgengine_cache").exists() and any(tmp_path.iterdir())
     assert shared.name == "kinships"
     for split in ("train", "valid", "test"):
         assert sorted(_named(shared, split)) == sorted(_named(builtin, split))
@@ -515,3 +517,424 @@ def test_kg_validates_tensors():
         KG(["a"], ["r"], torch.tensor([[0, 1, 0]]), z, z)
     kg = KG(["a"], ["r"], z, torch.empty((0, 3), dtype=torch.int64), z)
     assert "valid=0" in repr(kg)
+
+
+# ---------------------------------------------------------------- text rules (BOM, header, bytes, line ends)
+
+BOM = "\ufeff"
+
+
+def test_bom_is_not_part_of_a_name(tmp_path):
+    d = _raw_dir(tmp_path)
+    for split, triples in (("train", TRAIN), ("valid", VALID)):
+        (d / f"{split}.txt").write_bytes(BOM.encode() + "".join(f"{h}\t{r}\t{t}\n" for h, r, t in triples).encode())
+    kg = load_dataset(data_path=d)
+    assert kg.entities == ["a", "b", "c", "d", "e"]
+    assert _named(kg, "train") == TRAIN and _named(kg, "valid") == VALID
+    from kgengine.data import read_triples
+    assert read_triples(d / "train.txt")[0] == TRAIN[0]
+
+
+def test_bom_only_at_file_start_is_dropped(tmp_path):
+    d = _raw_dir(tmp_path)
+    (d / "train.txt").write_text(BOM + "a\tr1\tb\n" + BOM + "c\tr1\td\n", encoding="utf-8")
+    with pytest.warns(UserWarning, match="never occur in train"):
+        kg = load_dataset(data_path=d)
+    assert kg.entities[:3] == ["a", "b", BOM + "c"]  # a BOM inside the file is a character like any other
+
+
+def test_bom_in_udd_files(tmp_path):
+    d, entities, relations = _udd_dir(tmp_path)
+    for f in ("entities.dict", "relations.dict", "train.txt"):
+        (d / f).write_bytes(BOM.encode() + (d / f).read_bytes())
+    kg = load_dataset(data_path=d, fmt="udd_hrt")
+    assert kg.entities == entities and kg.relations == relations
+    assert _named(kg, "train") == TRAIN
+
+
+HEADERS = ["head\trelation\ttail", "H\tR\tT", "Subject\tPredicate\tObject", "source\trelation\ttarget",
+           "head\ttail\trelation"]
+
+
+@pytest.mark.parametrize("header_line", HEADERS)
+def test_header_row_warns_with_file_and_line(tmp_path, header_line):
+    d = _raw_dir(tmp_path)
+    _write_lines(d / "train.txt", ["", header_line] + ["\t".join(t) for t in TRAIN])
+    with pytest.warns(UserWarning, match="looks like a header row") as rec:
+        kg = load_dataset(data_path=d)
+    msgs = [str(w.message) for w in rec if "header" in str(w.message)]
+    assert len(msgs) == 1 and f"{d / 'train.txt'}:2:" in msgs[0] and "header=True" in msgs[0]
+    assert len(kg.train) == len(TRAIN) + 1  # still loaded as a triple, as before
+
+
+def test_header_rows_in_all_files_give_one_warning(tmp_path):
+    d = _raw_dir(tmp_path)
+    for split, triples in (("train", TRAIN), ("valid", VALID), ("test", TEST)):
+        _write_lines(d / f"{split}.txt", ["head\trelation\ttail"] + ["\t".join(t) for t in triples])
+    with pytest.warns(UserWarning) as rec:
+        load_dataset(data_path=d)
+    msgs = [str(w.message) for w in rec if "header row" in str(w.message)]
+    assert len(msgs) == 1
+    assert all(f"{d / s}.txt:1" in msgs[0] for s in ("train", "valid", "test")), msgs
+
+
+@pytest.mark.parametrize("first", ["a\tr1\tb", "head\tlikes\ttail", "heads\trelation\ttail", "h\tr"])
+def test_no_header_warning_beyond_the_vocabulary(tmp_path, first):
+    d = _raw_dir(tmp_path)
+    _write_lines(d / "train.txt", [first, *["\t".join(t) for t in TRAIN]] if first.count("\t") == 2
+                 else ["\t".join(t) for t in TRAIN])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_dataset(data_path=d)
+
+
+def test_header_true_skips_first_nonblank_line_of_each_triple_file(tmp_path):
+    d = _raw_dir(tmp_path)
+    for split, triples in (("train", TRAIN), ("valid", VALID), ("test", TEST)):
+        _write_lines(d / f"{split}.txt", ["", "  ", "head\trelation\ttail"] + ["\t".join(t) for t in triples])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for kg in (load_dataset(data_path=d, header=True), load_raw_triples(d, header=True)):
+            assert _named(kg, "train") == TRAIN and _named(kg, "valid") == VALID and _named(kg, "test") == TEST
+            assert "head" not in kg.entities
+
+
+def test_header_true_line_numbers_still_count_the_header(tmp_path):
+    d = _raw_dir(tmp_path)
+    _write_lines(d / "test.txt", ["h\tr\tt", "c\tr1\te", "a\tr9\tb"])
+    with pytest.raises(DataError, match="'r9' does not occur") as exc:
+        load_dataset(data_path=d, header=True, unseen="error")
+    _assert_names(exc, d / "test.txt", 3)
+
+
+def test_header_udd(tmp_path):
+    d, entities, _ = _udd_dir(tmp_path)
+    for split in ("train", "valid", "test"):
+        (d / f"{split}.txt").write_text("head\trelation\ttail\n" + (d / f"{split}.txt").read_text())
+    with pytest.raises(DataError, match="looks like a header row: pass header=True") as exc:
+        load_dataset(data_path=d, fmt="udd_hrt")
+    _assert_names(exc, d / "train.txt", 1)
+    kg = load_udd(d, header=True)
+    assert kg.entities == entities and _named(kg, "test") == TEST
+    assert _named(load_dataset(data_path=d, fmt="udd_hrt", header=True), "valid") == VALID
+
+
+@pytest.mark.parametrize("split,lineno", [("train", 3), ("valid", 1), ("test", 2)])
+def test_undecodable_bytes_name_file_and_line(tmp_path, split, lineno):
+    d = _raw_dir(tmp_path)
+    lines = [b"a\tr1\tb", b"c\tr1\td", b"e\tr2\ta"]
+    lines[lineno - 1] = b"a\tr\xff1\tb"
+    (d / f"{split}.txt").write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(DataError, match="not UTF-8: byte 0xff") as exc:
+        load_dataset(data_path=d)
+    _assert_names(exc, d / f"{split}.txt", lineno)
+
+
+def test_undecodable_bytes_udd_and_dict(tmp_path):
+    d, _, _ = _udd_dir(tmp_path)
+    (d / "entities.dict").write_bytes((d / "entities.dict").read_bytes().replace(b"\tc", b"\t\xe9c"))
+    with pytest.raises(DataError, match="not UTF-8") as exc:
+        load_dataset(data_path=d, fmt="udd_hrt")
+    _assert_names(exc, d / "entities.dict", 2)
+
+
+BAD_IDS = ["1_0", "+3", " 7", "\u0663", "\uff13", "0x1", "1.0", "1e2", "", "--1", "-", "3 4"]
+
+
+@pytest.mark.parametrize("bad", BAD_IDS)
+def test_udd_ids_must_be_plain_ascii_integers(tmp_path, bad):
+    d, _, _ = _udd_dir(tmp_path)
+    _write_lines(d / "valid.txt", ["0\t0\t1", f"0\t{bad}\t1"])
+    with pytest.raises(DataError) as exc:
+        load_dataset(data_path=d, fmt="udd_hrt")
+    _assert_names(exc, d / "valid.txt", 2)
+    assert "expected integer ids" in str(exc.value) or "empty field" in str(exc.value) or "fields" in str(exc.value)
+
+
+@pytest.mark.parametrize("bad", BAD_IDS)
+def test_dict_ids_must_be_plain_ascii_integers(tmp_path, bad):
+    d, _, _ = _udd_dir(tmp_path)
+    _write_lines(d / "relations.dict", ["0\tr3", f"{bad}\tr1", "2\tr2"])
+    with pytest.raises(DataError) as exc:
+        load_dataset(data_path=d, fmt="udd_hrt")
+    _assert_names(exc, d / "relations.dict", 2)
+
+
+def test_udd_ids_trailing_whitespace_and_leading_zeros_are_fine(tmp_path):
+    d, entities, relations = _udd_dir(tmp_path)
+    _write_lines(d / "entities.dict", [f"{i}  \t{n}" for i, n in enumerate(entities)])
+    _write_lines(d / "train.txt", ["002 \t001\t004\r", *[line for line in (d / "train.txt").read_text().splitlines()[1:]]])
+    kg = load_dataset(data_path=d, fmt="udd_hrt")
+    assert kg.entities == entities and _named(kg, "train") == TRAIN
+
+
+def test_dict_name_listed_twice(tmp_path):
+    d, _, _ = _udd_dir(tmp_path)
+    _write_lines(d / "entities.dict", ["0\te", "1\tc", "2\ta", "3\t c ", "4\tb"])
+    with pytest.raises(DataError, match=r"name 'c' listed twice, as ids 1 and 3 \(first at line 2\)") as exc:
+        load_dataset(data_path=d, fmt="udd_hrt")
+    _assert_names(exc, d / "entities.dict", 4)
+
+
+def test_dict_error_order_is_line_order(tmp_path):
+    d, _, _ = _udd_dir(tmp_path)
+    _write_lines(d / "relations.dict", ["0\tr3", "0\tr1", "x\tr3"])  # line 2: id twice, line 3: bad id
+    with pytest.raises(DataError, match="id 0 defined twice") as exc:
+        load_dataset(data_path=d, fmt="udd_hrt")
+    _assert_names(exc, d / "relations.dict", 2)
+
+
+def test_bare_cr_is_a_line_break(tmp_path):
+    d = _raw_dir(tmp_path)
+    (d / "train.txt").write_bytes(b"a\tr1\tb\rb\tr1\tc\r\rc\tr2\td\r\nd\tr2\te\re\tr3\ta")  # old Mac line ends
+    assert _named(load_dataset(data_path=d), "train") == TRAIN
+    (d / "train.txt").write_bytes(b"a\tr1\tb\nb\tr1\rc\n")  # a CR inside a line splits it: line 2 has 2 fields
+    with pytest.raises(DataError, match="got 2") as exc:
+        load_dataset(data_path=d)
+    _assert_names(exc, d / "train.txt", 2)
+    (d / "train.txt").write_bytes(b"a\tr1\tb\r\nb\tr1\tc\r\r\nc\tr2\n")  # CR, CRLF count one line each
+    with pytest.raises(DataError, match="got 2") as exc:
+        load_dataset(data_path=d)
+    _assert_names(exc, d / "train.txt", 4)
+
+
+def test_tabs_inside_names_with_another_delimiter(tmp_path):
+    d = tmp_path / "comma"
+    d.mkdir()
+    _write_lines(d / "train.txt", ["a\tx, r1 ,b\t", "\tb,r1,c"])
+    _write_lines(d / "valid.txt", ["a\tx,r1,c"])
+    _write_lines(d / "test.txt", ["b,r1,a\tx"])
+    kg = load_dataset(data_path=d, delimiter=",")
+    assert kg.entities == ["a\tx", "b", "c"]  # inner tab kept; tabs and spaces around a field stripped
+    assert _named(kg, "test") == [("b", "r1", "a\tx")]
+    with pytest.raises(DataError, match="empty field") as exc:  # the same file read as TSV: 'a', 'x, r1 ,b', ''
+        load_dataset(data_path=d)
+    _assert_names(exc, d / "train.txt", 1)
+
+
+def test_names_that_look_like_numbers_or_nan_stay_strings(tmp_path):
+    triples = [("007", "1e5", "7"), ("7.0", "nan", "NA"), ("null", "#c", '"q"'), ("-0", "1e5", "007")]
+    d = _raw_dir(tmp_path, train=triples, valid=triples[:1], test=triples[1:2])
+    kg = load_dataset(data_path=d)
+    assert kg.entities == ["007", "7", "7.0", "NA", "null", '"q"', "-0"]
+    assert kg.relations == ["1e5", "nan", "#c"]
+    assert _named(kg, "train") == triples
+
+
+def test_duplicate_and_self_loop_triples_are_kept(tmp_path):
+    train = TRAIN + [("a", "r1", "b"), ("c", "r1", "c")]
+    kg = load_dataset(data_path=_raw_dir(tmp_path, train=train))
+    assert _named(kg, "train") == train
+
+
+# ---------------------------------------------------------------- every error names its file
+
+def _errors_of(tmp_path) -> list[tuple[str, DataError]]:
+    out = []
+
+    def case(name, fn):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                fn()
+            except DataError as e:
+                out.append((name, e))
+            else:
+                raise AssertionError(f"{name}: no DataError")
+
+    d = _raw_dir(tmp_path, name="raw")
+    u, _, _ = _udd_dir(tmp_path)
+    case("data_files", lambda: load_dataset(data_path=d, data_files=["a"]))
+    case("data_files_udd", lambda: load_dataset(data_path=u, fmt="udd_hrt", data_files=["a"]))
+    case("suffix", lambda: load_dataset(data_path=d, fmt="raw_udd_hrx"))
+    case("format", lambda: load_dataset(data_path=d, fmt="csv"))
+    case("folder", lambda: load_dataset(data_path=d / "nope"))
+    case("missing", lambda: load_dataset(data_path=d, data_files=["train.txt", "valid.txt", "nope.txt"]))
+    case("dict_missing", lambda: load_dataset(data_path=u, fmt="udd_hrt", data_files=[
+        "nope.dict", "relations.dict", "train.txt", "valid.txt", "test.txt"]))
+    return out
+
+
+def test_every_data_error_names_the_file_or_folder(tmp_path):
+    for name, e in _errors_of(tmp_path):
+        assert str(tmp_path) in str(e), (name, str(e))
+        assert len(str(e)) > len(str(tmp_path)) + 20, (name, str(e))  # and says what is wrong
+
+
+# ---------------------------------------------------------------- the vectorised reader gives today's KG
+
+def _reference(d: Path, unseen: str = "keep", delimiter: str = "\t") -> tuple[list, list, dict]:
+    """The loader before the vectorised reader, as an oracle: ids by first appearance, train
+    heads and tails interleaved row by row, then valid/test names unseen in train."""
+    rows = {}
+    for s in ("train", "valid", "test"):
+        with open(d / f"{s}.txt", encoding="utf-8") as f:
+            rows[s] = [tuple(p.strip() for p in line.rstrip("\r\n").split(delimiter)) for line in f if line.strip()]
+    ent, rel = {}, {}
+    for h, r, t in rows["train"]:
+        ent.setdefault(h, len(ent))
+        rel.setdefault(r, len(rel))
+        ent.setdefault(t, len(ent))
+    out = {"train": rows["train"]}
+    for s in ("valid", "test"):
+        out[s] = []
+        for h, r, t in rows[s]:
+            if unseen == "drop" and (h not in ent or t not in ent or r not in rel):
+                continue
+            ent.setdefault(h, len(ent))
+            rel.setdefault(r, len(rel))
+            ent.setdefault(t, len(ent))
+            out[s].append((h, r, t))
+    ids = {s: [(ent[h], rel[r], ent[t]) for h, r, t in v] for s, v in out.items()}
+    return list(ent), list(rel), ids
+
+
+def _assert_same(kg: KG, ref: tuple[list, list, dict]) -> None:
+    assert kg.entities == ref[0]
+    assert kg.relations == ref[1]
+    for s in ("train", "valid", "test"):
+        assert kg.split(s).tolist() == [list(x) for x in ref[2][s]], s
+
+
+def _random_graph(root: Path, n: int = 3000, seed: int = 0) -> Path:
+    """Names of many kinds (numeric-looking, Freebase-like, non-ASCII, inner spaces, padded);
+    valid/test use some names train never does."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    kinds = [lambda i: str(i), lambda i: f"/m/0{i:x}", lambda i: f"café {i}", lambda i: f"0{i}", lambda i: f"e{i}.0"]
+    names = [kinds[i % len(kinds)](i) for i in range(400)]
+    rels = [f"/r/{i}" if i % 3 else str(i) for i in range(30)]
+    d = root / "rand"
+    d.mkdir()
+    for split, m, top in (("train", n, 350), ("valid", n // 10, 400), ("test", n // 10, 400)):
+        h, t = rng.integers(0, top, m), (rng.integers(0, top, m) ** 1.3).astype(int) % top
+        r = rng.integers(0, 30 if split == "train" else 31, m)  # 30: a relation train does not have
+        pad = rng.random(m) < 0.05
+        lines = [f"{' ' if p else ''}{names[a]}\t{rels[b] if b < 30 else 'r_new'}\t{names[c]}{'  ' if p else ''}"
+                 for a, b, c, p in zip(h, r, t, pad)]
+        (d / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return d
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_COUNTS))
+def test_builtin_equals_reference_loader(name):
+    import kgengine
+
+    _assert_same(load_dataset(name), _reference(Path(kgengine.__file__).parent / "datasets" / name))
+
+
+@pytest.mark.parametrize("unseen", ["keep", "drop"])
+@pytest.mark.parametrize("chunk", [None, 97])
+def test_generated_graph_equals_reference_loader(tmp_path, monkeypatch, unseen, chunk):
+    import kgengine.data as D
+
+    if chunk:  # many chunks: the vocabulary grows across chunks and files
+        monkeypatch.setattr(D, "_CHUNK_ROWS", chunk)
+    d = _random_graph(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kg = load_dataset(data_path=d, unseen=unseen, cache=False)
+    _assert_same(kg, _reference(d, unseen))
+
+
+def test_line_reader_fallback_equals_vectorised(tmp_path, monkeypatch):
+    import kgengine.data as D
+
+    d = _random_graph(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast = load_dataset(data_path=d, cache=False)
+
+        def no_pandas(*a, **k):
+            raise D._Fallback
+
+        monkeypatch.setattr(D, "_read_table_fast", no_pandas)
+        slow = load_dataset(data_path=d, cache=False)
+    _assert_same(fast, _reference(d))
+    _assert_same(slow, _reference(d))
+
+
+def test_fallback_after_some_chunks_forgets_their_names(tmp_path, monkeypatch):
+    """pandas reads a few chunks, then meets a whitespace line it keeps as a row: the file is
+    read again line by line, and the names of the chunks already read are not counted twice."""
+    import kgengine.data as D
+
+    monkeypatch.setattr(D, "_CHUNK_ROWS", 50)
+    d = _random_graph(tmp_path)
+    lines = (d / "valid.txt").read_text().splitlines()
+    (d / "valid.txt").write_text("\n".join(lines[:200] + [" \t "] + lines[200:]) + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _assert_same(load_dataset(data_path=d, cache=False), _reference(d))
+
+
+def test_unseen_keep_warnings_equal_reference_order(tmp_path):
+    # a name new in valid as relation and entity at once, and several new names in one row
+    d = _raw_dir(tmp_path, valid=[("a", "zz", "yy"), ("xx", "r1", "zz"), ("yy", "ww", "vv")], test=[("vv", "r1", "uu")])
+    with pytest.warns(UserWarning) as rec:
+        load_dataset(data_path=d)
+    msgs = [str(w.message) for w in rec]
+    assert any("valid.txt: 5 entities/relations never occur in train (first: ['yy', 'zz', 'xx'])" in m for m in msgs), msgs
+    assert any("test.txt: 1 entities/relations never occur in train (first: ['uu'])" in m for m in msgs), msgs
+
+
+@pytest.mark.skipif(not Path("/work/shared/tools/gen_synthetic_kg.py").is_file(), reason="generator not present")
+def test_synthetic_kg_equals_reference_loader(tmp_path):
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "/work/shared/tools/gen_synthetic_kg.py", "--entities", "3000", "--relations", "20",
+                    "--triples", "20000", "--out", str(tmp_path / "syn"), "--no-sha"], check=True, capture_output=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _assert_same(load_dataset(data_path=tmp_path / "syn"), _reference(tmp_path / "syn"))
+
+
+def test_vocab_hash_collisions_fall_back_to_exact_names(tmp_path, monkeypatch):
+    import kgengine.data as D
+
+    monkeypatch.setattr(D, "_str_hash", lambda s: len(s) % 5)  # nearly every name collides
+    monkeypatch.setattr(D, "_CHUNK_ROWS", 300)
+    d = _random_graph(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _assert_same(load_dataset(data_path=d, cache=False), _reference(d))
+
+
+def test_header_line_is_skipped_unchecked(tmp_path):
+    d = _raw_dir(tmp_path)
+    for split, triples in (("train", TRAIN), ("valid", VALID), ("test", TEST)):
+        _write_lines(d / f"{split}.txt", ["\x0c", "# made by hand\tv2\t\t"] + ["\t".join(t) for t in triples])
+    kg = load_dataset(data_path=d, header=True)
+    assert _named(kg, "train") == TRAIN and _named(kg, "test") == TEST
+
+
+def test_first_line_with_too_many_fields_is_refused(tmp_path):
+    # pandas alone would only warn and drop the extra field of a first line
+    d = _raw_dir(tmp_path)
+    _write_lines(d / "valid.txt", ["a\tr2\tc\tx", "b\tr3\td"])
+    with pytest.raises(DataError, match="got 4") as exc:
+        load_dataset(data_path=d)
+    _assert_names(exc, d / "valid.txt", 1)
+
+
+@pytest.mark.parametrize("first", ["a\tr2\tc\t", "a\tr2\tc\t\t", "\n \na\tr2\tc\t"])
+def test_first_line_with_a_trailing_delimiter_is_refused(tmp_path, first):
+    # pandas alone reads a first line "a<TAB>r2<TAB>c<TAB>" as three fields
+    d = _raw_dir(tmp_path)
+    (d / "valid.txt").write_text(first + "\nb\tr3\td\n")
+    with pytest.raises(DataError, match="got [45]") as exc:
+        load_dataset(data_path=d)
+    _assert_names(exc, d / "valid.txt", first.count("\n") + 1)
+
+
+def test_a_wide_first_line_does_not_hide_wide_lines_below(tmp_path):
+    # pandas alone sizes its table by a first line "h r t <TAB>" and then drops every line's 4th field
+    d = _raw_dir(tmp_path)
+    _write_lines(d / "train.txt", ["h\tr\tt\t", "a\tr1\tb", "b\tr1\tc\td"])
+    with pytest.raises(DataError, match="got 4") as exc:
+        load_dataset(data_path=d, header=True)
+    _assert_names(exc, d / "train.txt", 3)
+    _write_lines(d / "train.txt", ["head\trelation\ttail\tweight", *["\t".join(t) for t in TRAIN]])
+    assert _named(load_dataset(data_path=d, header=True), "train") == TRAIN
