@@ -7,7 +7,7 @@ reader (first load, which also writes the cache) and the cached load (memory-map
 Graphs are written by a numpy writer into a temporary folder with FB15k-237-like names
 (``/m/0…`` entities, ``/domain/type/property`` relations, skewed degrees, ~1% valid and
 test each, some names unseen in train). Their mtimes are set an hour back: a file modified
-within 2 s of its load is also hashed (kgengine.data's guard against same-size rewrites
+within 2 s of its load is also hashed (kgengine.datacache's guard against same-size rewrites
 inside one mtime tick), which a data set at rest never is. Each measurement runs in a fresh
 process, so peak RSS is that of one load; "over imports" subtracts the RSS after importing
 torch, pandas and kgengine. Prints a markdown table.
@@ -72,7 +72,8 @@ def old_load(path: Path):
                 rows.append((lineno, [x.strip() for x in parts]))
         return rows
 
-    split_rows = {s: [(ln, (f[0], f[1], f[2])) for ln, f in read_rows(path / f"{s}.txt")] for s in ("train", "valid", "test")}
+    split_rows = {s: [(ln, (f[0], f[1], f[2])) for ln, f in read_rows(path / f"{s}.txt")]
+                  for s in ("train", "valid", "test")}
     ent, rel = {}, {}
     for _, (h, r, t) in split_rows["train"]:
         ent.setdefault(h, len(ent))
@@ -146,8 +147,8 @@ def main() -> None:
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)
-    label = {"old": "old line reader", "nocache": "vectorised, cache=False", "first": "vectorised, first load (writes cache)",
-             "cached": "cached load (mmap)"}
+    label = {"old": "old line reader", "nocache": "vectorised, cache=False",
+             "first": "vectorised, first load (writes cache)", "cached": "cached load (mmap)"}
     print(f"\n{datetime.datetime.now().isoformat(timespec='seconds')}, load average "
           f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} CPUs, "
           f"command: `OMP_NUM_THREADS=1 python benchmarks/bench_load.py {' '.join(sys.argv[1:])}`\n")

@@ -37,13 +37,17 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool) -> None:
     g.add_argument("--delimiter", default="\t", help="field separator (default TAB)")
     g.add_argument("--unseen", choices=UNSEEN_POLICIES, default="keep",
                    help="valid/test entities never seen in train: keep (default), drop their triples, or error")
+    g.add_argument("--header", action="store_true", help="the first line of every triple file is a header: skip it")
+    g.add_argument("--no-cache", dest="cache", action="store_false",
+                   help="parse the text files even if a binary cache of them exists (and write none)")
     p.set_defaults(_data_required=required)
 
 
 def _load(args: argparse.Namespace):
     if not args.dataset and not args.data_path:
         raise DataError("give --dataset (built-in: " + ", ".join(BUILTIN_DATASETS) + ") or --data-path")
-    return load_dataset(args.dataset, args.data_path, args.format, args.data_files, args.delimiter, args.unseen)
+    return load_dataset(args.dataset, args.data_path, args.format, args.data_files, args.delimiter, args.unseen,
+                        header=args.header, cache=args.cache)
 
 
 def _add_train(sub) -> None:

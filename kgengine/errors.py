@@ -6,8 +6,8 @@ class also derives from the built-in type a library caller would expect.
 """
 from __future__ import annotations
 
-__all__ = ["KGEError", "ConfigError", "ModelFolderError", "SavePathError", "RunLockedError", "DeviceError",
-           "MemoryPlanError", "UnknownNameError"]
+__all__ = ["KGEError", "ConfigError", "DataError", "ModelFolderError", "SavePathError", "RunLockedError",
+           "DeviceError", "MemoryPlanError", "UnknownNameError"]
 
 
 class KGEError(Exception):
@@ -16,6 +16,10 @@ class KGEError(Exception):
 
 class ConfigError(KGEError, ValueError):
     """A hyperparameter or option out of range; the message names the field."""
+
+
+class DataError(KGEError, ValueError):
+    """Bad input data; the message names the file and line where it can (re-exported by kgengine.data)."""
 
 
 class ModelFolderError(KGEError, ValueError):

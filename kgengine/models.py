@@ -264,7 +264,8 @@ class KGEModel(nn.Module):
         raise NotImplementedError
 
     # ---- the scoring interface -------------------------------------------
-    def score_emb(self, h: torch.Tensor, r: torch.Tensor, rel: dict[str, torch.Tensor], t: torch.Tensor) -> torch.Tensor:
+    def score_emb(self, h: torch.Tensor, r: torch.Tensor, rel: dict[str, torch.Tensor],
+                  t: torch.Tensor) -> torch.Tensor:
         """Aligned triples: ``h (B, d)``, ``r (B,)``, ``t (B, d)`` -> ``(B,)``."""
         return self.match(self.query(h, r, rel, "tail"), t)
 

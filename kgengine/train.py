@@ -96,6 +96,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise ModelFolderError(f"{path}: not a kgengine checkpoint (missing or malformed entries)")
     return state
 
+
 LOSS_GENRES = loss_names()
 
 
@@ -190,7 +191,7 @@ class TrainConfig:
             raise ConfigError("--partition gives each worker process one part: use it with --num_proc P")
         if self.async_update and not self.offloaded():
             raise ConfigError("--async_update needs --mix_cpu_gpu (or GPU worker processes): it overlaps the "
-                             "update of CPU-resident tables with the next step")
+                              "update of CPU-resident tables with the next step")
 
     def offloaded(self) -> bool:
         """Whether tables live in CPU memory while a GPU computes (rows travel every step)."""

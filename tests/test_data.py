@@ -663,7 +663,8 @@ def test_dict_ids_must_be_plain_ascii_integers(tmp_path, bad):
 def test_udd_ids_trailing_whitespace_and_leading_zeros_are_fine(tmp_path):
     d, entities, relations = _udd_dir(tmp_path)
     _write_lines(d / "entities.dict", [f"{i}  \t{n}" for i, n in enumerate(entities)])
-    _write_lines(d / "train.txt", ["002 \t001\t004\r", *[line for line in (d / "train.txt").read_text().splitlines()[1:]]])
+    rest = (d / "train.txt").read_text().splitlines()[1:]
+    _write_lines(d / "train.txt", ["002 \t001\t004\r", *rest])
     kg = load_dataset(data_path=d, fmt="udd_hrt")
     assert kg.entities == entities and _named(kg, "train") == TRAIN
 
@@ -827,10 +828,10 @@ def test_builtin_equals_reference_loader(name):
 @pytest.mark.parametrize("unseen", ["keep", "drop"])
 @pytest.mark.parametrize("chunk", [None, 97])
 def test_generated_graph_equals_reference_loader(tmp_path, monkeypatch, unseen, chunk):
-    import kgengine.data as D
+    import kgengine.textread as T
 
     if chunk:  # many chunks: the vocabulary grows across chunks and files
-        monkeypatch.setattr(D, "_CHUNK_ROWS", chunk)
+        monkeypatch.setattr(T, "_CHUNK_ROWS", chunk)
     d = _random_graph(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -839,7 +840,7 @@ def test_generated_graph_equals_reference_loader(tmp_path, monkeypatch, unseen, 
 
 
 def test_line_reader_fallback_equals_vectorised(tmp_path, monkeypatch):
-    import kgengine.data as D
+    import kgengine.textread as T
 
     d = _random_graph(tmp_path)
     with warnings.catch_warnings():
@@ -847,9 +848,9 @@ def test_line_reader_fallback_equals_vectorised(tmp_path, monkeypatch):
         fast = load_dataset(data_path=d, cache=False)
 
         def no_pandas(*a, **k):
-            raise D._Fallback
+            raise T._Fallback
 
-        monkeypatch.setattr(D, "_read_table_fast", no_pandas)
+        monkeypatch.setattr(T, "_read_table_fast", no_pandas)
         slow = load_dataset(data_path=d, cache=False)
     _assert_same(fast, _reference(d))
     _assert_same(slow, _reference(d))
@@ -858,9 +859,9 @@ def test_line_reader_fallback_equals_vectorised(tmp_path, monkeypatch):
 def test_fallback_after_some_chunks_forgets_their_names(tmp_path, monkeypatch):
     """pandas reads a few chunks, then meets a whitespace line it keeps as a row: the file is
     read again line by line, and the names of the chunks already read are not counted twice."""
-    import kgengine.data as D
+    import kgengine.textread as T
 
-    monkeypatch.setattr(D, "_CHUNK_ROWS", 50)
+    monkeypatch.setattr(T, "_CHUNK_ROWS", 50)
     d = _random_graph(tmp_path)
     lines = (d / "valid.txt").read_text().splitlines()
     (d / "valid.txt").write_text("\n".join(lines[:200] + [" \t "] + lines[200:]) + "\n")
@@ -875,7 +876,8 @@ def test_unseen_keep_warnings_equal_reference_order(tmp_path):
     with pytest.warns(UserWarning) as rec:
         load_dataset(data_path=d)
     msgs = [str(w.message) for w in rec]
-    assert any("valid.txt: 5 entities/relations never occur in train (first: ['yy', 'zz', 'xx'])" in m for m in msgs), msgs
+    want = "valid.txt: 5 entities/relations never occur in train (first: ['yy', 'zz', 'xx'])"
+    assert any(want in m for m in msgs), msgs
     assert any("test.txt: 1 entities/relations never occur in train (first: ['uu'])" in m for m in msgs), msgs
 
 
@@ -892,10 +894,10 @@ def test_synthetic_kg_equals_reference_loader(tmp_path):
 
 
 def test_vocab_hash_collisions_fall_back_to_exact_names(tmp_path, monkeypatch):
-    import kgengine.data as D
+    import kgengine.textread as T
 
-    monkeypatch.setattr(D, "_str_hash", lambda s: len(s) % 5)  # nearly every name collides
-    monkeypatch.setattr(D, "_CHUNK_ROWS", 300)
+    monkeypatch.setattr(T, "_str_hash", lambda s: len(s) % 5)  # nearly every name collides
+    monkeypatch.setattr(T, "_CHUNK_ROWS", 300)
     d = _random_graph(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

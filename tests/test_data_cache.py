@@ -11,6 +11,8 @@ import pytest
 import torch
 
 import kgengine.data as D
+import kgengine.datacache as C
+import kgengine.textread as T
 from kgengine.data import CACHE_DIRNAME, DataError, load_dataset, load_raw_triples, load_udd
 
 TRAIN = [("a", "r1", "b"), ("b", "r1", "c"), ("c", "r2", "d"), ("d", "r2", "e"), ("e", "r3", "a")]
@@ -24,7 +26,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*never occur in train")
 def _isolated(tmp_path, monkeypatch):
     """A private fallback cache folder and a fresh warn-once memory for every test."""
     monkeypatch.setenv("KGENGINE_CACHE_DIR", str(tmp_path / "home-cache"))
-    monkeypatch.setattr(D, "_CACHE_WARNED", set())
+    monkeypatch.setattr(C, "_CACHE_WARNED", set())
 
 
 def _lines(triples):
@@ -67,7 +69,7 @@ def no_parse(monkeypatch):
         raise AssertionError("parsed the text again")
 
     def arm():
-        monkeypatch.setattr(D, "_read_table", boom)
+        monkeypatch.setattr(T, "_read_table", boom)
     return arm
 
 
@@ -76,7 +78,7 @@ def test_first_load_writes_manifest_arrays_and_vocabularies(tmp_path):
     kg = _load(d)
     (entry,) = _entries(d)
     m = json.loads((entry / "manifest.json").read_text())
-    assert m["version"] == D.CACHE_VERSION
+    assert m["version"] == C.CACHE_VERSION
     assert m["options"] == {"kind": "raw_udd", "format": "raw_udd_hrt", "delimiter": "\t", "unseen": "keep",
                             "header": False, "data_files": None}
     srcs = {Path(s["path"]).name: s for s in m["sources"]}
@@ -177,18 +179,18 @@ def test_corrupt_cache_is_rebuilt(tmp_path, damage):
     elif damage == "remove_npy":
         npy.unlink()
     elif damage == "foreign_manifest":
-        man.write_text(json.dumps({"version": D.CACHE_VERSION, "hello": 1}))
+        man.write_text(json.dumps({"version": C.CACHE_VERSION, "hello": 1}))
     else:  # ids past the vocabulary, with a manifest that agrees: the range check catches it
         a = np.load(npy)
         a[0, 0] = 999
         np.save(npy, a)
         m = json.loads(man.read_text())
-        m["files"]["train.npy"] = {"size": npy.stat().st_size, "crc32": D._crc32(npy)}
+        m["files"]["train.npy"] = {"size": npy.stat().st_size, "crc32": C._crc32(npy)}
         man.write_text(json.dumps(m))
     _same(_load(d), good)
     (entry,) = _entries(d)  # and the entry is whole again
-    assert D._cache_read(entry, json.loads(man.read_text())["options"], [D._stamp(d / f"{s}.txt")
-                                                                       for s in ("train", "valid", "test")])
+    stamps = [C._stamp(d / f"{s}.txt") for s in ("train", "valid", "test")]
+    assert C._cache_read(entry, json.loads(man.read_text())["options"], stamps)
 
 
 def test_read_only_data_folder_uses_the_fallback_cache(tmp_path, no_parse):
@@ -228,7 +230,7 @@ def test_cache_false_neither_reads_nor_writes(tmp_path, monkeypatch):
     _load(d, cache=False)
     assert not (d / CACHE_DIRNAME).exists()
     _load(d)
-    monkeypatch.setattr(D, "_cache_read", lambda *a: pytest.fail("read the cache"))
+    monkeypatch.setattr(C, "_cache_read", lambda *a: pytest.fail("read the cache"))
     _load(d, cache=False)
     load_raw_triples(d, cache=False)
 

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-import kgengine.data as D
+import kgengine.textread as T
 from kgengine.data import DataError, load_dataset
 
 BOM = b"\xef\xbb\xbf"
@@ -130,13 +130,15 @@ def ref_udd(dicts: list[tuple[Path, bytes]], files: dict[str, tuple[Path, bytes]
 
 # ---------------------------------------------------------------- generators
 
-NAMES = ["a", "b", "c", "d", "007", "7", "nan", "NA", "x y", "é", "\u00a0z", "#c", '"q', "a\x00b", "\ufeffbom", "e\x1cf"]
+NAMES = ["a", "b", "c", "d", "007", "7", "nan", "NA", "x y", "é", "\u00a0z", "#c", '"q', "a\x00b", "\ufeffbom",
+         "e\x1cf"]
 PADS = ["", "", "", " ", "  ", "\t", "\x0b", "\u3000"]
 ENDS = ["\n", "\n", "\n", "\r\n", "\r"]
 
 
 @st.composite
-def text_line(draw, delim: str, fields: list[st.SearchStrategy], lead: bool, clean: bool, faulty: bool = False) -> bytes:
+def text_line(draw, delim: str, fields: list[st.SearchStrategy], lead: bool, clean: bool,
+              faulty: bool = False) -> bytes:
     faults = ["short", "long", "empty", "trail", "bytes", "cr", "tabname"]
     kinds = ["ok"] * 8 + ["blank"] + (["tabname"] if delim != "\t" else [])
     if not clean:
@@ -184,8 +186,8 @@ def load(kind: str, d: Path, **kw):
 
 def check(expect, run, cache: bool, chunk: int) -> None:
     """``run()`` (twice with the cache) must equal ``expect()`` or be refused at the same place."""
-    old = D._CHUNK_ROWS
-    D._CHUNK_ROWS = chunk
+    old = T._CHUNK_ROWS
+    T._CHUNK_ROWS = chunk
     try:
         try:
             ents, rels, triples = expect()
@@ -205,7 +207,7 @@ def check(expect, run, cache: bool, chunk: int) -> None:
             for s in SPLITS:
                 assert kg.split(s).tolist() == triples[s], s
     finally:
-        D._CHUNK_ROWS = old
+        T._CHUNK_ROWS = old
 
 
 # ---------------------------------------------------------------- properties

@@ -385,7 +385,8 @@ def test_save_and_load_round_trip(name, tmp_path):
         for k, v in m.tables.items():
             v.normal_(generator=torch.Generator().manual_seed(len(k)))
     m.save_pretrained(tmp_path / "m")
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["manifest.json", "model.safetensors", "model_config.json"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "manifest.json", "model.safetensors", "model_config.json"]
     cfg = json.loads((tmp_path / "m" / "model_config.json").read_text())
     assert cfg == {"model_name": name, "num_entities": 7, "num_relations": 3, "hidden_dim": 4, "gamma": 7.5,
                    "format_version": 1}
@@ -424,8 +425,9 @@ def test_from_pretrained_errors(tmp_path):
     cfg_file.write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="unknown model"):
         KGEModel.from_pretrained(tmp_path / "m", verify=False)
-    for bad, msg in (([1, 2], "expected a JSON object"), (dict(cfg, model_name="DistMult", colour="red"),
-                                                          "unknown key"), (dict(cfg, num_entities="7"), "num_entities")):
+    bad_configs = (([1, 2], "expected a JSON object"), (dict(cfg, model_name="DistMult", colour="red"), "unknown key"),
+                   (dict(cfg, num_entities="7"), "num_entities"))
+    for bad, msg in bad_configs:
         cfg_file.write_text(json.dumps(bad))
         with pytest.raises(ModelFolderError, match=msg):
             KGEModel.from_pretrained(tmp_path / "m", verify=False)

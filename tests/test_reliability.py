@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -414,8 +413,7 @@ def test_a_full_disk_while_writing_metrics_loses_no_metrics(tmp_path, capsys, mo
     assert "No space left on device" in err and "metrics.json" in err
 
 
-def test_a_full_disk_during_the_final_save_names_the_file_and_keeps_the_old_model(kinships, tmp_path, capsys,
-                                                                                   monkeypatch):
+def test_a_full_disk_during_the_final_save_names_the_file_and_keeps_the_old_model(tmp_path, capsys, monkeypatch):
     import kgengine.persist as persist
 
     saved = tmp_path / "m"
