@@ -488,3 +488,13 @@ def test_the_memory_plan_counts_tables_and_adagrad_state():
     rowwise = memory_plan(TrainConfig(model_name="ComplEx", hidden_dim=200, optimizer_state="row"), 5_000_000, 10,
                           100, 100, False)
     assert next(it.bytes for it in rowwise if it.what.startswith("entity Adagrad")) == 5_000_000 * 4
+
+
+def test_unreadable_data_and_unwritable_export_are_one_line(saved, tiny_kg_dir, tmp_path, capsys):
+    (tiny_kg_dir / "valid.txt").unlink()
+    (tiny_kg_dir / "valid.txt").mkdir()  # open() fails with an OSError naming the file (root ignores chmod)
+    assert main(["train", "--data-path", str(tiny_kg_dir), "--save-path", str(tmp_path / "t"), *FAST]) == 2
+    assert "valid.txt" in _err(capsys)
+    (tmp_path / "afile").write_text("x")
+    assert main(["export", "--model-path", str(saved), "--out", str(tmp_path / "afile"), "--format", "tsv"]) == 2
+    assert "afile" in _err(capsys)
