@@ -1,8 +1,10 @@
 """Loading speed of a large text graph: the old line-by-line reader against the vectorised
-reader (first load, which also writes the cache) and the cached load (memory-mapped).
+readers, pyarrow's and pandas' (first load, with and without writing the cache), and the
+cached load (memory-mapped).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_load.py                  # 1M and 10M lines
     OMP_NUM_THREADS=1 python benchmarks/bench_load.py --lines 1000000 --no-old
+    OMP_NUM_THREADS=1 python benchmarks/bench_load.py --lines 10000000 --entities 1000000 --readers pyarrow
 
 Graphs are written by a numpy writer into a temporary folder with FB15k-237-like names
 (``/m/0…`` entities, ``/domain/type/property`` relations, skewed degrees, ~1% valid and
@@ -10,7 +12,10 @@ test each, some names unseen in train). Their mtimes are set an hour back: a fil
 within 2 s of its load is also hashed (kgengine.datacache's guard against same-size rewrites
 inside one mtime tick), which a data set at rest never is. Each measurement runs in a fresh
 process, so peak RSS is that of one load; "over imports" subtracts the RSS after importing
-torch, pandas and kgengine. Prints a markdown table.
+torch, pandas (pyarrow for its reader) and kgengine. The pandas reader is measured with
+``KGENGINE_NO_PYARROW=1``; without pyarrow installed only it runs. Each row records the load
+average (1, 5, 15 min) when its run began, since other work on the machine slows a run down.
+Prints a markdown table.
 """
 from __future__ import annotations
 
@@ -94,8 +99,13 @@ def child(mode: str, path: Path) -> None:
     import pandas  # noqa: F401  (imported before the baseline, as kgengine.data would)
     import torch  # noqa: F401
 
+    from kgengine import textread
     from kgengine.data import load_raw_triples
 
+    reader = "pyarrow" if textread.arrow_enabled() else "pandas"
+    if reader == "pyarrow":
+        import pyarrow.compute  # noqa: F401
+        import pyarrow.csv  # noqa: F401
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     warnings.simplefilter("ignore")
     t = time.perf_counter()
@@ -108,26 +118,45 @@ def child(mode: str, path: Path) -> None:
             int(kg.train.sum())  # touch every page of the memory map
     sec = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"seconds": sec, "rows": n, "peak_mb": peak / 1024, "base_mb": base / 1024}))
+    print(json.dumps({"seconds": sec, "rows": n, "peak_mb": peak / 1024, "base_mb": base / 1024,
+                      "reader": reader}))
 
 
-def run(mode: str, path: Path) -> dict:
+def have_pyarrow() -> bool:
+    res = subprocess.run([sys.executable, "-c", "import pyarrow.csv, pyarrow.compute"], capture_output=True)
+    return res.returncode == 0
+
+
+def run(mode: str, reader: str, path: Path) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    if reader == "pandas":
+        env["KGENGINE_NO_PYARROW"] = "1"
+    else:
+        env.pop("KGENGINE_NO_PYARROW", None)
+    load = os.getloadavg()
     res = subprocess.run([sys.executable, __file__, "--child", mode, str(path)], env=env, capture_output=True,
                          text=True, check=True)
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    if mode in ("nocache", "first") and out["reader"] != reader:
+        raise SystemExit(f"asked for the {reader} reader, the load used {out['reader']}")
+    return dict(out, load=load)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--lines", type=int, nargs="+", default=[1_000_000, 10_000_000])
     p.add_argument("--entities", type=int, default=0, help="entities per graph (default: lines / 10)")
+    p.add_argument("--readers", nargs="+", choices=["pyarrow", "pandas"], default=["pyarrow", "pandas"],
+                   help="vectorised readers to measure (pyarrow only when installed)")
     p.add_argument("--no-old", action="store_true", help="skip the old reader (slow, several GB at 10M)")
     p.add_argument("--dir", type=Path, default=None, help="where graphs go (default: a temporary folder)")
     p.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         return child(args.child[0], Path(args.child[1]))
+    readers = [r for r in args.readers if r != "pyarrow" or have_pyarrow()]
+    if readers != args.readers:
+        print("pyarrow is not installed: measuring the pandas reader only", file=sys.stderr)
     root = args.dir or Path(tempfile.mkdtemp(prefix="kge-bench-load-"))
     rows = []
     try:
@@ -138,25 +167,28 @@ def main() -> None:
                 write_graph(g, n, args.entities)
                 print(f"wrote {g} ({n} lines, {sum(f.stat().st_size for f in g.glob('*.txt')) / 1e6:.0f} MB) "
                       f"in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-            shutil.rmtree(g / ".kgengine_cache", ignore_errors=True)
-            modes = ([] if args.no_old else ["old"]) + ["nocache", "first", "cached"]
-            for mode in modes:
-                r = run(mode, g)
-                rows.append((n, mode, r))
-                print(f"{n} {mode}: {r}", file=sys.stderr)
+            runs = ([] if args.no_old else [("old", "")])
+            runs += [(mode, r) for r in readers for mode in ("nocache", "first")] + [("cached", readers[0])]
+            for mode, reader in runs:
+                if mode != "cached":
+                    shutil.rmtree(g / ".kgengine_cache", ignore_errors=True)
+                r = run(mode, reader or "pandas", g)
+                rows.append((n, mode, reader, r))
+                print(f"{n} {mode} {reader}: {r}", file=sys.stderr)
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)
-    label = {"old": "old line reader", "nocache": "vectorised, cache=False",
-             "first": "vectorised, first load (writes cache)", "cached": "cached load (mmap)"}
+    label = {"old": "old line reader", "nocache": "{}, cache=False", "first": "{}, first load (writes cache)",
+             "cached": "cached load (mmap)"}
     print(f"\n{datetime.datetime.now().isoformat(timespec='seconds')}, load average "
           f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} CPUs, "
           f"command: `OMP_NUM_THREADS=1 python benchmarks/bench_load.py {' '.join(sys.argv[1:])}`\n")
-    print("| lines | entities | reader | seconds | lines/s | peak RSS MB | over imports MB |")
-    print("|---:|---:|---|---:|---:|---:|---:|")
-    for n, mode, r in rows:
-        print(f"| {n:,} | {args.entities or max(1000, n // 10):,} | {label[mode]} | {r['seconds']:.2f} | "
-              f"{r['rows'] / r['seconds'] / 1e6:.2f}M | {r['peak_mb']:.0f} | {r['peak_mb'] - r['base_mb']:.0f} |")
+    print("| lines | entities | reader | seconds | lines/s | peak RSS MB | over imports MB | load avg at start |")
+    print("|---:|---:|---|---:|---:|---:|---:|---|")
+    for n, mode, reader, r in rows:
+        print(f"| {n:,} | {args.entities or max(1000, n // 10):,} | {label[mode].format(reader)} | "
+              f"{r['seconds']:.2f} | {r['rows'] / r['seconds'] / 1e6:.2f}M | {r['peak_mb']:.0f} | "
+              f"{r['peak_mb'] - r['base_mb']:.0f} | {' / '.join(f'{x:.2f}' for x in r['load'])} |")
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def cmd_overlap(a) -> None:
 def cmd_quality(a) -> None:
     kg = load_dataset(data_path=a.data)
     folder = Path(tempfile.mkdtemp())
-    extra = dict(num_proc=a.procs, num_thread=1)
+    extra = dict(num_proc=a.procs, num_thread=1, optimizer_state=a.optimizer_state)
     if a.partition:
         extra["partition"] = _partition_file(kg, a.partition, a.procs, folder)
     cfg = preset_config(a.model, "fb15k-237", progress=False, **extra)
@@ -100,11 +100,12 @@ def cmd_quality(a) -> None:
     trained = train(kg, cfg, folder / "run")
     wall = time.perf_counter() - t0
     m = trained.config["metrics"]["test"]
-    rec = dict(model=a.model, procs=a.procs, partition=a.partition or "random split",
+    rec = dict(model=a.model, procs=a.procs, partition=a.partition or "random split", optimizer_state=a.optimizer_state,
                steps=trained.config["steps_done"],
                wall_s=wall, test=m, date=time.strftime("%Y-%m-%d %H:%M"), loadavg=os.getloadavg())
     print(json.dumps(rec))
-    print(f"| {a.model} | {a.procs} | {rec['partition']} | {rec['steps']} | {m['mrr']:.4f} | {m['hits@10']:.4f} | "
+    print(f"| {a.model} | {a.procs} | {rec['partition']} | {a.optimizer_state} | {rec['steps']} | {m['mrr']:.4f} | "
+          f"{m['hits@10']:.4f} | "
           f"{wall / 60:.1f} min |")
 
 
@@ -117,6 +118,7 @@ def main() -> None:
     p.add_argument("--model", default="TransE_l2")
     p.add_argument("--procs", type=int, default=2)
     p.add_argument("--partition", choices=("", "metis", "random"), default="")
+    p.add_argument("--optimizer-state", default="element", choices=("element", "row"))
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--repeats", type=int, default=3)
     a = p.parse_args()

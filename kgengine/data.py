@@ -27,8 +27,9 @@ train (``unseen=``):
 The rest lives beside this module, data flowing one way (``data`` uses both, neither uses ``data``):
 
 * :mod:`kgengine.textread`: the text rules (UTF-8, line ends, blank lines, whitespace,
-  header rows, plain decimal ids) and the readers: pandas' C reader in chunks with a
-  hashed vocabulary, and the line-by-line reader that gives ``file:line`` errors.
+  header rows, plain decimal ids) and the readers: pyarrow's multi-threaded CSV reader
+  (pandas' C reader where pyarrow is missing) in chunks with a hashed vocabulary, and the
+  line-by-line reader that gives ``file:line`` errors.
 * :mod:`kgengine.datacache`: the binary load cache (``cache=True``; ``.npy`` id
   triples memory-mapped on later loads, checked against the sources' sizes, mtimes and
   the options). Built-in datasets are not cached.

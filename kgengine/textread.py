@@ -22,10 +22,14 @@ Text rules (every file):
   take (``-1`` reads as an id out of range). A name listed twice in a ``.dict``
   file is refused with ``file:line``.
 
-Speed: files are parsed in chunks by pandas' C reader and names become ids through
-``pd.factorize`` and a hashed vocabulary (no Python loop per line); a file the vectorised
-reader cannot take exactly (a malformed line, bad bytes, odd blank lines) is re-read line by
-line, which gives the ``file:line`` error or the same result.
+Speed: with pyarrow installed, files are parsed by pyarrow's multi-threaded CSV reader in
+chunks of Arrow strings, and names become ids in Arrow (``dictionary_encode`` over the
+vocabulary so far and the chunk): no Python string per line, and the names become Python
+strings once, at the end. Without pyarrow (or with ``KGENGINE_NO_PYARROW=1``), pandas' C reader
+parses in chunks and names become ids through ``pd.factorize`` and a hashed vocabulary. Either
+way there is no Python loop per line, and a file the vectorised reader cannot take exactly (a
+malformed line, bad bytes, odd blank lines) is re-read line by line, which gives the
+``file:line`` error or the same result.
 
 The readers return plain lists and arrays; what a load does with them (the unseen policy, the
 cache, the :class:`~kgengine.data.KG`) is :mod:`kgengine.data`'s.
@@ -34,7 +38,11 @@ from __future__ import annotations
 
 import csv
 import ctypes
+import os
+import re
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from itertools import repeat
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -49,6 +57,10 @@ __all__ = ["read_rows", "rows_at", "header_warning", "read_name_triples", "read_
 _HEADER_WORDS = [sorted(w) for w in (("head", "relation", "tail"), ("h", "r", "t"),
                                      ("subject", "predicate", "object"), ("source", "relation", "target"))]
 _CHUNK_ROWS = 1 << 20          # rows per pandas chunk: bounds the Python strings alive at once
+# rows per pyarrow chunk (Arrow strings, no Python string per line); the next is parsed while one is reduced
+_ARROW_CHUNK_ROWS = 1 << 21
+_ARROW_CHUNK_BYTES = 1 << 27   # ... or fewer, once the chunk's parsed text reaches this
+_ARROW_BLOCK = 1 << 22         # bytes pyarrow's CSV reader parses at once (blocks in parallel)
 _BAD_ID = np.iinfo(np.int64).min   # an id field that is not a plain decimal integer
 _HUGE_ID = 1 << 62                 # >= 19 digits: out of range for any vocabulary
 
@@ -163,19 +175,24 @@ def _distinct(values: np.ndarray) -> Column:
     return codes, raw, _strip(raw)  # only the distinct strings are stripped
 
 
-def _read_table(path: Path, delimiter: str, ncols: int, header: bool, reduce: Callable[[list[Column]], Any],
-                reset: Callable[[], None] = lambda: None) -> list:
+def _read_table(path: Path, delimiter: str, ncols: int, header: bool, reduce: Callable[[list], Any],
+                reset: Callable[[], None] = lambda: None, arrow: bool = False) -> list:
     """``reduce(columns)`` for each chunk of rows of a delimited file (blank lines skipped,
-    the first row dropped when ``header``). pandas parses; anything it cannot take exactly
-    sends the whole file through the line reader (which raises the file:line error), after
-    ``reset()`` undoes what ``reduce`` did with the chunks already read."""
+    the first row dropped when ``header``). pyarrow (``arrow``: columns are Arrow string arrays
+    of the raw fields) or pandas (columns are :data:`Column` s) parses; anything it cannot take
+    exactly sends the whole file through the line reader (which raises the file:line error),
+    after ``reset()`` undoes what ``reduce`` did with the chunks already read."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        return _read_table_fast(path, delimiter, ncols, header, reduce)
+        return (_read_table_arrow if arrow else _read_table_fast)(path, delimiter, ncols, header, reduce)
     except _Fallback:
         reset()
     rows = [parts for _, parts in _iter_rows(path, delimiter, ncols, header)]
+    if arrow:
+        import pyarrow as pa
+
+        return [reduce([pa.array([r[i] for r in rows], pa.string()) for i in range(ncols)])]
     cols = [np.array([r[i] for r in rows], dtype=object) for i in range(ncols)]
     return [reduce([_distinct(c) for c in cols])]
 
@@ -237,6 +254,231 @@ def _first_index(codes: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.concatenate([[True], seen[1:] > seen[:-1]]))
 
 
+# ---------------------------------------------------------------- pyarrow reader
+
+# What str.strip() strips (str.isspace()); a test checks it against Python's own table.
+_WS = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+       "\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+_BOM = b"\xef\xbb\xbf"
+_EOL = re.compile(rb"\r\n|\r|\n")  # Python's universal newlines
+_HEAD_BYTES = 1 << 20  # a BOM, leading blank lines and a header line must end within this
+_LARGE_NAMES = 1 << 30  # a vocabulary of more bytes of names switches to Arrow's large_string
+_ARROW: bool | None = None  # the pyarrow reader: None = used when pyarrow imports (tests set True/False)
+
+
+def arrow_enabled(delimiter: str = "\t") -> bool:
+    """Whether files with ``delimiter`` are read by pyarrow: pyarrow imports, ``KGENGINE_NO_PYARROW``
+    is unset (or 0), and the delimiter is one ASCII character other than CR and LF."""
+    global _ARROW
+    if os.environ.get("KGENGINE_NO_PYARROW", "") not in ("", "0"):
+        return False
+    if _ARROW is None:
+        try:
+            import pyarrow.compute  # noqa: F401
+            import pyarrow.csv  # noqa: F401
+            _ARROW = True
+        except Exception:  # absent, or broken: pandas reads
+            _ARROW = False
+    return _ARROW and len(delimiter) == 1 and delimiter.isascii() and delimiter not in "\r\n"
+
+
+def _data_start(path: Path, header: bool) -> int:
+    """Byte offset of the first data line: past a BOM, blank lines, and the header line when
+    ``header``. ``_Fallback`` when those lines hold bad bytes or do not end within the first
+    ``_HEAD_BYTES``, or when the data itself starts with a BOM (pyarrow would drop it)."""
+    with open(path, "rb") as f:
+        head = f.read(_HEAD_BYTES + 1)
+    whole = len(head) <= _HEAD_BYTES
+    pos = len(_BOM) if head.startswith(_BOM) else 0
+    while pos < len(head):
+        m = _EOL.search(head, pos)
+        if m is None and not whole:
+            raise _Fallback
+        end = m.start() if m else len(head)
+        try:
+            blank = not head[pos:end].decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise _Fallback from None
+        if not blank:
+            if not header:
+                break
+            header = False  # skipped unchecked, as the line reader does
+        pos = m.end() if m else len(head)
+    if head.startswith(_BOM, pos):
+        raise _Fallback
+    return pos
+
+
+def _read_table_arrow(path: Path, delimiter: str, ncols: int, header: bool, reduce: Callable[[list], Any]) -> list:
+    """``reduce(columns)`` per chunk of rows read by pyarrow's CSV reader, the columns being
+    Arrow string (chunked) arrays of the raw fields. The reader takes no quotes, escapes, nulls
+    or header row, checks UTF-8, and ends lines at LF, CRLF and CR, as the line reader does;
+    it skips empty lines only, so a whitespace line, like a wrong field count or bad bytes,
+    stops it (``_Fallback``). Empty fields are for ``reduce`` to refuse (``_Fallback``)."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    start = _data_start(path, header)
+    names = [str(i) for i in range(ncols)]
+    read = pcsv.ReadOptions(use_threads=True, block_size=_ARROW_BLOCK, column_names=names)
+    parse = pcsv.ParseOptions(delimiter=delimiter, quote_char=False, double_quote=False, escape_char=False,
+                              newlines_in_values=False, ignore_empty_lines=True)
+    convert = pcsv.ConvertOptions(column_types={n: pa.string() for n in names}, check_utf8=True, null_values=[],
+                                  true_values=[], false_values=[], strings_can_be_null=False,
+                                  quoted_strings_can_be_null=False)
+
+    out: list = []
+    try:
+        with pa.OSFile(str(path)) as f:
+            f.seek(start)
+            with pcsv.open_csv(f, read_options=read, parse_options=parse, convert_options=convert) as reader, \
+                    ThreadPoolExecutor(1, thread_name_prefix="kgengine-read") as ahead:
+                stop = threading.Event()
+                carry: list = []
+
+                def next_chunk() -> Any:
+                    """The next chunk of rows as a Table (None at the end); runs while the last is reduced."""
+                    batches, rows, nbytes = carry[:], sum(b.num_rows for b in carry), sum(b.nbytes for b in carry)
+                    carry.clear()
+                    while rows < _ARROW_CHUNK_ROWS and nbytes < _ARROW_CHUNK_BYTES and not stop.is_set():
+                        try:
+                            batch = reader.read_next_batch()
+                        except StopIteration:
+                            break
+                        batches.append(batch)
+                        rows, nbytes = rows + batch.num_rows, nbytes + batch.nbytes
+                    if not rows:
+                        return None
+                    table = pa.Table.from_batches(batches, reader.schema)
+                    if rows > _ARROW_CHUNK_ROWS:
+                        carry.extend(table.slice(_ARROW_CHUNK_ROWS).to_batches())
+                        table = table.slice(0, _ARROW_CHUNK_ROWS)
+                    return table
+
+                try:
+                    job = ahead.submit(next_chunk)
+                    while (table := job.result()) is not None:
+                        job = ahead.submit(next_chunk)  # parse the next chunk while this one is reduced
+                        out.append(reduce([table.column(i) for i in range(ncols)]))
+                        del table
+                finally:
+                    stop.set()
+    except (pa.ArrowException, OSError):  # a wrong field count, bad bytes, no data, unreadable
+        raise _Fallback from None
+    if not out:
+        raise _Fallback  # the line reader's view of "no rows"
+    return out
+
+
+def _chunks(col: Any) -> list:
+    import pyarrow as pa
+
+    return col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+
+
+def _arrow_empty(strings: Any) -> bool:
+    """Any empty string among ``strings``?"""
+    import pyarrow.compute as pc
+
+    return len(strings) > 0 and pc.min(pc.binary_length(strings)).as_py() == 0
+
+
+def _arrow_strip(col: Any) -> Any:
+    """The fields stripped as ``str.strip()`` does; ``_Fallback`` for an empty one."""
+    import pyarrow.compute as pc
+
+    s = pc.utf8_trim(col, _WS)
+    if _arrow_empty(s):
+        raise _Fallback
+    return s
+
+
+def _arrow_ids(col: Any) -> np.ndarray:
+    """int64 value of each id field (an Arrow string array), as :func:`_plain_id` gives it;
+    ``_Fallback`` for an empty field."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not len(col):
+        return np.zeros(0, np.int64)
+    t = pc.utf8_rtrim(col, _WS)
+    length = pc.binary_length(t)
+    if pc.min(length).as_py() == 0:
+        raise _Fallback
+    if pc.all(pc.ascii_is_decimal(col)).as_py() and pc.max(length).as_py() < 19:
+        return pc.cast(col, pa.int64()).to_numpy()  # the usual case: all plain, no padding
+    ok = pc.match_substring_regex(t, "^-?[0-9]+$")  # RE2: [0-9] is ASCII, $ only the end
+    neg = pc.starts_with(t, "-")
+    small = pc.and_(ok, pc.less(pc.subtract(length, pc.cast(neg, length.type)), 19))  # < 19 digits: an int64
+    v = pc.cast(pc.if_else(small, t, "0"), pa.int64()).to_numpy()
+    ok, neg, small = (a.to_numpy(zero_copy_only=False) for a in (ok, neg, small))
+    mag = np.where(small, np.abs(v), _HUGE_ID)
+    out = np.where(neg, -1 - mag, mag)  # negative (even '-0'): reported as out of range
+    out[~ok] = _BAD_ID
+    return out
+
+
+class _ArrowVocab:
+    """Names -> ids in first-seen order, grown chunk by chunk, all in Arrow.
+
+    A chunk's fields are dictionary-encoded together with the names so far, which come first
+    and so keep their ids; the names the chunk adds are put in reading order (row by row, then
+    column by column). Fields are stripped only when a new name needs it. The names become
+    Python strings once, in :meth:`tolist`."""
+
+    def __init__(self) -> None:
+        import pyarrow as pa
+
+        self._names = pa.array([], pa.string())
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def tolist(self) -> list[str]:
+        return self._names.to_pylist()
+
+    def ids(self, cols: list) -> list[np.ndarray]:
+        """Per-row ids of each column (Arrow string arrays of raw fields, of one length); names not
+        yet known get the next ids in reading order. ``_Fallback`` for an empty field."""
+        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n, nv = len(cols[0]), len(self._names)
+        if not n:
+            return [np.zeros(0, np.int64) for _ in cols]
+        if self._names.type == pa.string() and self._names.nbytes > _LARGE_NAMES:
+            self._names = self._names.cast(pa.large_string())  # 64-bit offsets before the names pass 2 GB
+        kind = self._names.type
+        for stripped in (False, True):
+            if stripped:  # some name has whitespace around it: strip every field, encode again
+                cols = [pc.utf8_trim(c, _WS) for c in cols]
+            parts = [c if c.type == kind else c.cast(kind) for col in cols for c in _chunks(col)]
+            enc = pc.dictionary_encode(pa.chunked_array([self._names, *parts], kind))
+            dictionary = enc.chunk(enc.num_chunks - 1).dictionary  # all chunks share the final one
+            new = dictionary.slice(nv)
+            if not len(new) or stripped or pc.utf8_trim(new, _WS).equals(new):
+                break  # a known name was stripped when it was new: padding shows among the new ones
+        if _arrow_empty(new):  # "" is never a name: an empty (or whitespace) field is new
+            raise _Fallback
+        codes = np.concatenate([c.indices.to_numpy() for c in enc.chunks])[nv:]
+        out = [codes[i * n:(i + 1) * n] for i in range(len(cols))]
+        if len(new):
+            if len(cols) > 1:  # new names numbered in the order h0, t0, h1, t1, ... (one column: already)
+                x = np.stack(out, axis=1).ravel()
+                order = pd.unique(x[x >= nv])
+                perm = np.arange(len(dictionary), dtype=codes.dtype)
+                perm[order] = np.arange(nv, nv + len(order), dtype=codes.dtype)
+                out = [perm[c] for c in out]
+                new = dictionary.take(pa.array(order))
+            self._names = pa.concat_arrays([self._names, new])
+        return out
+
+    def truncate(self, n: int) -> None:
+        """Forget the names from id ``n`` on (a file is being read again)."""
+        self._names = self._names.slice(0, n)
+
+
 class _Collision(Exception):
     """Two different names with one 64-bit hash."""
 
@@ -254,6 +496,12 @@ class _Vocab:
         self._hashes = np.empty(0, dtype=np.int64)
         self._index: Any = None                 # pd.Index over _hashes
         self._dict: dict[str, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def tolist(self) -> list[str]:
+        return self.names
 
     def ids(self, cols: list[Column]) -> list[np.ndarray]:
         """Per-row ids of each column; names not yet known get the next ids in reading
@@ -351,6 +599,21 @@ def header_warning(paths: Sequence[Path], delimiter: str) -> str | None:
             "pass header=True to skip the first line of each triple file")
 
 
+def _concat(chunks: list[np.ndarray]) -> np.ndarray:
+    """``np.concatenate(chunks)``, emptying ``chunks`` as it goes: each chunk is freed once copied,
+    while the result's pages are only touched as it fills, so the two are not held in full at once."""
+    if len(chunks) == 1:
+        return chunks.pop()
+    out = np.empty((sum(map(len, chunks)), *chunks[0].shape[1:]), chunks[0].dtype)
+    at = 0
+    for i in range(len(chunks)):
+        c, chunks[i] = chunks[i], None
+        out[at:at + len(c)] = c
+        at += len(c)
+        del c
+    return out
+
+
 # ---------------------------------------------------------------- raw_udd_{hrt}: name triples
 
 def read_name_triples(paths: dict[str, Path], order: tuple[int, int, int], delimiter: str,
@@ -359,22 +622,25 @@ def read_name_triples(paths: dict[str, Path], order: tuple[int, int, int], delim
     tail) array per file of ``paths`` (read in that order), ``order`` giving the columns of h, r, t.
     Ids follow first appearance: heads and tails interleaved row by row (relations likewise),
     file after file. The vocabularies' hash indexes are freed on return; only the names stay."""
-    ents, rels = _Vocab(), _Vocab()
+    arrow = arrow_enabled(delimiter)
+    ents, rels = (_ArrowVocab(), _ArrowVocab()) if arrow else (_Vocab(), _Vocab())
 
-    def reduce(cols: list[Column]) -> np.ndarray:
+    def reduce(cols: list) -> np.ndarray:
         h, r, t = (cols[i] for i in order)
         hg, tg = ents.ids([h, t])  # entity ids in the order h0, t0, h1, t1, ...
         (rg,) = rels.ids([r])
-        return np.stack([hg, rg, tg], axis=1)
+        out = np.empty((len(hg), 3), np.int64)
+        out[:, 0], out[:, 1], out[:, 2] = hg, rg, tg
+        return out
 
     arrays = {}
     for split, path in paths.items():
-        mark = len(ents.names), len(rels.names)
+        mark = len(ents), len(rels)
         chunks = _read_table(path, delimiter, 3, header, reduce,
-                             reset=lambda: (ents.truncate(mark[0]), rels.truncate(mark[1])))
-        arrays[split] = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+                             reset=lambda: (ents.truncate(mark[0]), rels.truncate(mark[1])), arrow=arrow)
+        arrays[split] = _concat(chunks)
         del chunks
-    return ents.names, rels.names, arrays
+    return ents.tolist(), rels.tolist(), arrays
 
 
 # ---------------------------------------------------------------- udd_{hrt}: .dict files and id triples
@@ -392,7 +658,12 @@ def read_dict(path: Path, delimiter: str) -> list[str]:
         (ic, iraw, _), (nc, _, ns) = cols
         return _ids(iraw)[ic], ns[nc]
 
-    chunks = _read_table(path, delimiter, 2, False, reduce)
+    def reduce_arrow(cols: list) -> tuple[np.ndarray, np.ndarray]:
+        ids, names = _arrow_ids(cols[0]), _arrow_strip(cols[1])
+        return ids, names.to_numpy(zero_copy_only=False) if len(names) else np.empty(0, object)
+
+    arrow = arrow_enabled(delimiter)
+    chunks = _read_table(path, delimiter, 2, False, reduce_arrow if arrow else reduce, arrow=arrow)
     ids = np.concatenate([c[0] for c in chunks])
     names = np.concatenate([c[1] for c in chunks])
     if not len(ids):
@@ -431,8 +702,12 @@ def read_id_triples(path: Path, order: tuple[int, int, int], delimiter: str, hea
     def reduce(cols: list[Column]) -> np.ndarray:
         return np.stack([_ids(cols[i][1])[cols[i][0]] for i in order], axis=1)
 
-    chunks = _read_table(path, delimiter, 3, header, reduce)
-    a = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+    def reduce_arrow(cols: list) -> np.ndarray:
+        return np.stack([_arrow_ids(cols[i]) for i in order], axis=1)
+
+    arrow = arrow_enabled(delimiter)
+    chunks = _read_table(path, delimiter, 3, header, reduce_arrow if arrow else reduce, arrow=arrow)
+    a = _concat(chunks)
     bad = (a == _BAD_ID).any(axis=1)
     bad_e = (a[:, 0] < 0) | (a[:, 0] >= ne) | (a[:, 2] < 0) | (a[:, 2] >= ne)
     bad_r = (a[:, 1] < 0) | (a[:, 1] >= nr)

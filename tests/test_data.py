@@ -8,9 +8,27 @@ from pathlib import Path
 import pytest
 import torch
 
+import kgengine.textread as T
 from kgengine.data import BUILTIN_DATASETS, KG, DataError, load_dataset, load_raw_triples, load_udd
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared beside the checkout
+# the text readers under test: pyarrow's when it is installed (and KGENGINE_NO_PYARROW unset), pandas' always
+READERS = ["pyarrow", "pandas"] if T.arrow_enabled() else ["pandas"]
+needs_pyarrow = pytest.mark.skipif("pyarrow" not in READERS, reason="pyarrow not installed (or KGENGINE_NO_PYARROW)")
+
+
+@pytest.fixture(autouse=True, params=READERS)
+def reader(request, monkeypatch) -> str:
+    """Every test runs with each reader; ``pytest -k pandas`` or ``-k pyarrow`` picks one."""
+    monkeypatch.setattr(T, "_ARROW", request.param == "pyarrow")
+    return request.param
+
+
+def _chunks(monkeypatch, rows: int) -> None:
+    """Chunks of ``rows`` rows in both vectorised readers."""
+    monkeypatch.setattr(T, "_CHUNK_ROWS", rows)
+    monkeypatch.setattr(T, "_ARROW_CHUNK_ROWS", rows)
+
 
 TRAIN = [("a", "r1", "b"), ("b", "r1", "c"), ("c", "r2", "d"), ("d", "r2", "e"), ("e", "r3", "a")]
 VALID = [("a", "r2", "c"), ("b", "r3", "d")]
@@ -828,10 +846,8 @@ def test_builtin_equals_reference_loader(name):
 @pytest.mark.parametrize("unseen", ["keep", "drop"])
 @pytest.mark.parametrize("chunk", [None, 97])
 def test_generated_graph_equals_reference_loader(tmp_path, monkeypatch, unseen, chunk):
-    import kgengine.textread as T
-
     if chunk:  # many chunks: the vocabulary grows across chunks and files
-        monkeypatch.setattr(T, "_CHUNK_ROWS", chunk)
+        _chunks(monkeypatch, chunk)
     d = _random_graph(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -840,8 +856,6 @@ def test_generated_graph_equals_reference_loader(tmp_path, monkeypatch, unseen, 
 
 
 def test_line_reader_fallback_equals_vectorised(tmp_path, monkeypatch):
-    import kgengine.textread as T
-
     d = _random_graph(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -851,17 +865,16 @@ def test_line_reader_fallback_equals_vectorised(tmp_path, monkeypatch):
             raise T._Fallback
 
         monkeypatch.setattr(T, "_read_table_fast", no_pandas)
+        monkeypatch.setattr(T, "_read_table_arrow", no_pandas)
         slow = load_dataset(data_path=d, cache=False)
     _assert_same(fast, _reference(d))
     _assert_same(slow, _reference(d))
 
 
 def test_fallback_after_some_chunks_forgets_their_names(tmp_path, monkeypatch):
-    """pandas reads a few chunks, then meets a whitespace line it keeps as a row: the file is
-    read again line by line, and the names of the chunks already read are not counted twice."""
-    import kgengine.textread as T
-
-    monkeypatch.setattr(T, "_CHUNK_ROWS", 50)
+    """pandas (or pyarrow) reads a few chunks, then meets a whitespace line it keeps as a row: the
+    file is read again line by line, and the names of the chunks already read are not counted twice."""
+    _chunks(monkeypatch, 50)
     d = _random_graph(tmp_path)
     lines = (d / "valid.txt").read_text().splitlines()
     (d / "valid.txt").write_text("\n".join(lines[:200] + [" \t "] + lines[200:]) + "\n")
@@ -894,10 +907,8 @@ def test_synthetic_kg_equals_reference_loader(tmp_path):
 
 
 def test_vocab_hash_collisions_fall_back_to_exact_names(tmp_path, monkeypatch):
-    import kgengine.textread as T
-
-    monkeypatch.setattr(T, "_str_hash", lambda s: len(s) % 5)  # nearly every name collides
-    monkeypatch.setattr(T, "_CHUNK_ROWS", 300)
+    monkeypatch.setattr(T, "_str_hash", lambda s: len(s) % 5)  # nearly every name collides (pandas' vocabulary)
+    _chunks(monkeypatch, 300)
     d = _random_graph(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -940,3 +951,121 @@ def test_a_wide_first_line_does_not_hide_wide_lines_below(tmp_path):
     _assert_names(exc, d / "train.txt", 3)
     _write_lines(d / "train.txt", ["head\trelation\ttail\tweight", *["\t".join(t) for t in TRAIN]])
     assert _named(load_dataset(data_path=d, header=True), "train") == TRAIN
+
+
+# ---------------------------------------------------------------- the pyarrow reader
+
+def test_whitespace_table_is_what_str_strip_strips():
+    assert T._WS == "".join(c for c in map(chr, range(0x110000)) if c.isspace())
+
+
+@needs_pyarrow
+def test_arrow_strip_is_str_strip():
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    chars = sorted(set(T._WS) | {chr(c) for c in range(0x3100)} | set("\u180e\u200b\u200c\u200d\u2060\ufeff\U0001f600"))
+    chars = [c for c in chars if not 0xD800 <= ord(c) < 0xE000]
+    for form in ("{}", "a{}", "{}a", "{}a{}", "{}{}b{}", "x{}y"):
+        vals = [form.format(c, c, c) for c in chars]
+        assert pc.utf8_trim(pa.array(vals), T._WS).to_pylist() == [v.strip() for v in vals], form
+        assert pc.utf8_rtrim(pa.array(vals), T._WS).to_pylist() == [v.rstrip() for v in vals], form
+
+
+@needs_pyarrow
+def test_arrow_ids_are_plain_ids():
+    import pyarrow as pa
+
+    fields = ["0", "7", "007", "123", "-1", "-0", "-007", "1 ", "1\t", "1\u3000", "2\x1c", "9" * 18, "9" * 19,
+              "-" + "9" * 18, "-" + "9" * 19, "1" * 40] + [b for b in BAD_IDS if b.strip()]
+    for group in (fields, [f for f in fields if f.isdigit() and len(f) < 19], ["1" * 19]):
+        want = [T._plain_id(f) for f in group]
+        assert T._arrow_ids(pa.array(group)).tolist() == want, group
+        assert T._arrow_ids(pa.chunked_array([group[:2], group[2:]])).tolist() == want, group
+    for empty in ("", " ", "\t"):
+        with pytest.raises(T._Fallback):
+            T._arrow_ids(pa.array(["1", empty]))
+
+
+def _variants_dir(root: Path) -> Path:
+    """train/valid/test with a BOM, CRLF and CR line ends, empty lines, padded names, a header row."""
+    d = root / "variants"
+    d.mkdir()
+    (d / "train.txt").write_bytes(b"\xef\xbb\xbf\r\n  \nhead\trel\ttail\r\n" + b"".join(
+        f"{h}\t {r}\t{t}  {end}".encode() for (h, r, t), end in zip(TRAIN, ["\r\n", "\n", "\r", "\n\n", "\r\r\n"])))
+    (d / "valid.txt").write_bytes(b"h\tr\tt\n" + "".join(f"{h}\t{r}\t{t}\n" for h, r, t in VALID).encode())
+    (d / "test.txt").write_bytes(b"\n\n\xef\xbb\xbfh\tr\tt\n" + "{}\t{}\t{}".format(*TEST[0]).encode()
+                                 + "\n\u3000{}\t{}\t{}\xa0\n".format(*TEST[1]).encode())
+    return d
+
+
+def test_common_text_variants_load_alike(tmp_path):
+    kg = load_dataset(data_path=_variants_dir(tmp_path), header=True)
+    assert kg.entities == ["a", "b", "c", "d", "e"] and kg.relations == ["r1", "r2", "r3"]
+    assert _named(kg, "train") == TRAIN and _named(kg, "valid") == VALID and _named(kg, "test") == TEST
+
+
+def test_pyarrow_reads_common_variants_without_the_line_reader(tmp_path, monkeypatch, reader):
+    if reader != "pyarrow":
+        pytest.skip("pandas checks the first lines with the line reader")
+    d = _variants_dir(tmp_path)
+    monkeypatch.setattr(T, "_iter_rows", lambda *a, **k: pytest.fail("fell back to the line reader"))
+    kg = load_dataset(data_path=d, header=True, cache=False)
+    assert _named(kg, "train") == TRAIN and _named(kg, "test") == TEST
+    u, entities, _ = _udd_dir(tmp_path)
+    _write_lines(u / "entities.dict", [f"{i} \t {n}" for i, n in enumerate(entities)])
+    assert load_dataset(data_path=u, fmt="udd_hrt", cache=False).entities == entities
+
+
+@needs_pyarrow
+def test_pyarrow_chunks_by_rows_bytes_and_blocks(tmp_path, monkeypatch):
+    monkeypatch.setattr(T, "_ARROW", True)
+    d = _random_graph(tmp_path)
+    ref = _reference(d)
+    for rows, nbytes, block, large in ((7, 1 << 28, 1 << 12, 1 << 30), (1 << 22, 2000, 1 << 12, 1 << 30),
+                                       (1000, 1 << 28, 1 << 22, 1 << 30), (300, 1 << 28, 1 << 22, 100)):
+        monkeypatch.setattr(T, "_ARROW_CHUNK_ROWS", rows)
+        monkeypatch.setattr(T, "_ARROW_CHUNK_BYTES", nbytes)
+        monkeypatch.setattr(T, "_ARROW_BLOCK", block)
+        monkeypatch.setattr(T, "_LARGE_NAMES", large)  # names in large_string from the second chunk on
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _assert_same(load_dataset(data_path=d, cache=False), ref)
+
+
+@pytest.mark.parametrize("header", [False, True])
+def test_a_name_that_starts_with_a_bom_after_the_bom(tmp_path, header):
+    d = _raw_dir(tmp_path)
+    (d / "train.txt").write_bytes(BOM.encode() + (b"h\tr\tt\n" if header else b"") + (BOM + "a\tr1\tb\n").encode()
+                                  + "".join("\t".join(t) + "\n" for t in TRAIN[1:]).encode())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kg = load_dataset(data_path=d, header=header)
+    assert kg.entities[:3] == [BOM + "a", "b", "c"]
+
+
+def test_header_with_bad_bytes_and_a_header_beyond_the_first_block(tmp_path, monkeypatch):
+    d = _raw_dir(tmp_path)
+    (d / "train.txt").write_bytes(b"\n \nh\xff\tr\tt\n" + "".join("\t".join(t) + "\n" for t in TRAIN).encode())
+    with pytest.raises(DataError, match="not UTF-8") as exc:
+        load_dataset(data_path=d, header=True)
+    _assert_names(exc, d / "train.txt", 3)
+    monkeypatch.setattr(T, "_HEAD_BYTES", 4)  # the header line ends past the bytes looked at first
+    (d / "train.txt").write_bytes(b"\n \nhead\trel\ttail\n" + "".join("\t".join(t) + "\n" for t in TRAIN).encode())
+    assert _named(load_dataset(data_path=d, header=True, cache=False), "train") == TRAIN
+
+
+def test_without_pyarrow_pandas_reads(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(T, "_ARROW", None)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow fails
+    assert not T.arrow_enabled()
+    monkeypatch.setattr(T, "_read_table_arrow", lambda *a, **k: pytest.fail("used pyarrow"))
+    kg = load_dataset(data_path=_raw_dir(tmp_path), cache=False)
+    assert _named(kg, "train") == TRAIN
+    monkeypatch.setattr(T, "_ARROW", True)
+    monkeypatch.setenv("KGENGINE_NO_PYARROW", "1")
+    assert not T.arrow_enabled()
+    monkeypatch.setenv("KGENGINE_NO_PYARROW", "0")
+    assert T.arrow_enabled("\t") and not T.arrow_enabled("::") and not T.arrow_enabled("\u00a6")

@@ -273,13 +273,22 @@ def test_udd_is_cached(tmp_path, no_parse):
     _same(load_dataset(data_path=d, fmt="udd_hrt"), load_udd(d, name="udd"))
 
 
-def test_generated_graph_cached_equals_parsed(tmp_path):
+READERS = ["pyarrow", "pandas"] if T.arrow_enabled() else ["pandas"]
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_generated_graph_cached_equals_parsed(tmp_path, monkeypatch, reader):
     rng = np.random.default_rng(1)
     d = tmp_path / "big"
     d.mkdir()
     for s, n in (("train", 20000), ("valid", 500), ("test", 500)):
         h, r, t = rng.integers(0, 3000, n), rng.integers(0, 40, n), rng.integers(0, 3000, n)
         (d / f"{s}.txt").write_text("".join(f"e{a}\t{b:03d}\t{c}\n" for a, b, c in zip(h, r, t)))
-    parsed = _load(d, cache=False)
-    _same(_load(d), parsed)
-    _same(_load(d), parsed)
+    parsed = {}
+    for other in READERS:  # both readers parse alike
+        monkeypatch.setattr(T, "_ARROW", other == "pyarrow")
+        parsed[other] = _load(d, cache=False)
+        _same(parsed[other], parsed[READERS[0]])
+    monkeypatch.setattr(T, "_ARROW", reader == "pyarrow")
+    _same(_load(d), parsed[reader])  # written by this reader
+    _same(_load(d), parsed[reader])

@@ -24,6 +24,8 @@ from kgengine.data import DataError, load_dataset
 
 BOM = b"\xef\xbb\xbf"
 SPLITS = ("train", "valid", "test")
+# each example is read by one of the vectorised readers: pyarrow's (when installed) or pandas'
+READERS = ["pyarrow", "pandas"] if T.arrow_enabled() else ["pandas"]
 # KGE_PROP_EXAMPLES=5000 for a deeper search than CI's
 SETTINGS = settings(max_examples=int(os.environ.get("KGE_PROP_EXAMPLES", 250)), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -90,11 +92,12 @@ def ref_raw(files: dict[str, tuple[Path, bytes]], delim: str, header: bool, unse
 
 
 def ref_id(field: str) -> int | None:
-    """Plain ASCII decimal, trailing whitespace allowed; negative ones (even -0) are out of range."""
+    """Plain ASCII decimal, trailing whitespace allowed; negative ones (even -0) are out of range,
+    each its own value ('-1' and '-0' in one .dict are two ids, both missing from 0..n-1: a gap)."""
     t = field.rstrip()
     if not re.fullmatch(r"-?[0-9]+", t):
         return None
-    return -1 if t.startswith("-") else int(t)
+    return -1 - int(t[1:]) if t.startswith("-") else int(t)
 
 
 def ref_dict(path: Path, data: bytes) -> list[str]:
@@ -184,10 +187,13 @@ def load(kind: str, d: Path, **kw):
         return load_dataset(data_path=d, fmt=kind, **kw)
 
 
-def check(expect, run, cache: bool, chunk: int) -> None:
-    """``run()`` (twice with the cache) must equal ``expect()`` or be refused at the same place."""
-    old = T._CHUNK_ROWS
-    T._CHUNK_ROWS = chunk
+def check(expect, run, cache: bool, chunk: int, reader: str) -> None:
+    """``run()`` (twice with the cache) with ``reader`` reading chunks of ``chunk`` rows must equal
+    ``expect()`` or be refused at the same place."""
+    event(reader)
+    old = T._CHUNK_ROWS, T._ARROW_CHUNK_ROWS, T._ARROW
+    T._CHUNK_ROWS = T._ARROW_CHUNK_ROWS = chunk
+    T._ARROW = reader == "pyarrow"
     try:
         try:
             ents, rels, triples = expect()
@@ -207,7 +213,7 @@ def check(expect, run, cache: bool, chunk: int) -> None:
             for s in SPLITS:
                 assert kg.split(s).tolist() == triples[s], s
     finally:
-        T._CHUNK_ROWS = old
+        T._CHUNK_ROWS, T._ARROW_CHUNK_ROWS, T._ARROW = old
 
 
 # ---------------------------------------------------------------- properties
@@ -223,6 +229,7 @@ def test_raw_udd_hrt_matches_reference(data):
     header = data.draw(st.integers(0, 5)) == 0
     unseen = data.draw(st.sampled_from(["keep", "drop", "error"]))
     cache, chunk = data.draw(st.booleans()), data.draw(st.sampled_from([1, 2, 3, 1 << 20]))
+    reader = data.draw(st.sampled_from(READERS))
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         for s in SPLITS:
@@ -230,7 +237,7 @@ def test_raw_udd_hrt_matches_reference(data):
         files = {s: (d / f"{s}.txt", blobs[s]) for s in SPLITS}
         check(lambda: ref_raw(files, delim, header, unseen),
               lambda: load("raw_udd_hrt", d, delimiter=delim, header=header, unseen=unseen, cache=cache),
-              cache, chunk)
+              cache, chunk, reader)
 
 
 IDS = ["03", "5", "-1", "-0", "+3", "1_0", "\u0663", "\uff13", "9" * 25, " 1", "1 "]
@@ -279,6 +286,7 @@ def test_udd_hrt_matches_reference(data):
     blobs = {s: data.draw(text_file("\t", fields, clean, lead=False, max_lines=8), label=s) for s in SPLITS}
     header = data.draw(st.integers(0, 5)) == 0
     cache, chunk = data.draw(st.booleans()), data.draw(st.sampled_from([1, 2, 1 << 20]))
+    reader = data.draw(st.sampled_from(READERS))
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         (d / "entities.dict").write_bytes(ent_dict)
@@ -288,4 +296,4 @@ def test_udd_hrt_matches_reference(data):
         dicts = [(d / "entities.dict", ent_dict), (d / "relations.dict", rel_dict)]
         files = {s: (d / f"{s}.txt", blobs[s]) for s in SPLITS}
         check(lambda: ref_udd(dicts, files, header), lambda: load("udd_hrt", d, header=header, cache=cache),
-              cache, chunk)
+              cache, chunk, reader)
