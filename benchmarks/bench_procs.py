@@ -42,9 +42,17 @@ def _partition_file(kg, method: str, parts: int, folder: Path) -> str:
     return str(path.with_suffix(".npy"))
 
 
+def _split(kg, procs: int, partition: str, folder: Path) -> dict:
+    """Config fields of a way to split the positives among workers: random, METIS/random parts, by relation."""
+    if partition == "rel":
+        return dict(num_proc=procs, rel_part=True)
+    if partition:
+        return dict(num_proc=procs, partition=_partition_file(kg, partition, procs, folder))
+    return dict(num_proc=procs)
+
+
 def _run(kg, model: str, procs: int, partition: str, steps: int, folder: Path) -> float:
-    extra = dict(num_proc=procs, partition=_partition_file(kg, partition, procs, folder)) if partition else \
-        dict(num_proc=procs)
+    extra = _split(kg, procs, partition, folder)
     cfg = preset_config(model, "fb15k-237", max_step=steps, log_interval=max(1, steps // 6), eval_interval=0,
                         progress=False, num_thread=1, **extra)
     trainer = Trainer(kg, cfg)
@@ -56,7 +64,7 @@ def _run(kg, model: str, procs: int, partition: str, steps: int, folder: Path) -
 def cmd_throughput(a) -> None:
     kg = load_dataset(data_path=a.data)
     folder = Path(tempfile.mkdtemp())
-    variants = [(1, ""), (2, ""), (2, "metis")]
+    variants = [(1, ""), (2, ""), (2, "metis"), (2, "rel")]
     for model in a.models:
         got: dict = {v: [] for v in variants}
         for rep in range(a.repeats):
@@ -92,9 +100,7 @@ def cmd_overlap(a) -> None:
 def cmd_quality(a) -> None:
     kg = load_dataset(data_path=a.data)
     folder = Path(tempfile.mkdtemp())
-    extra = dict(num_proc=a.procs, num_thread=1, optimizer_state=a.optimizer_state)
-    if a.partition:
-        extra["partition"] = _partition_file(kg, a.partition, a.procs, folder)
+    extra = dict(num_thread=1, optimizer_state=a.optimizer_state, **_split(kg, a.procs, a.partition, folder))
     cfg = preset_config(a.model, "fb15k-237", progress=False, **extra)
     t0 = time.perf_counter()
     trained = train(kg, cfg, folder / "run")
@@ -117,7 +123,8 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=["TransE_l2", "ComplEx"])
     p.add_argument("--model", default="TransE_l2")
     p.add_argument("--procs", type=int, default=2)
-    p.add_argument("--partition", choices=("", "metis", "random"), default="")
+    p.add_argument("--partition", choices=("", "metis", "random", "rel"), default="",
+                   help="how workers split the positives: random (default), METIS/random parts, by relation")
     p.add_argument("--optimizer-state", default="element", choices=("element", "row"))
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--repeats", type=int, default=3)

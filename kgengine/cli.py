@@ -105,6 +105,9 @@ def _add_train(sub) -> None:
     g.add_argument("--partition", dest="partition", default=d,
                    help="a partition written by kge partition (its .npy): worker i trains the triples whose head is "
                    "in part i and draws negatives from part i (DGL-KE's locality); needs --num_proc = its parts")
+    g.add_argument("--rel-part", "--rel_part", dest="rel_part", action="store_const", const=True, default=d,
+                   help="with --num_proc: give each worker the triples of its own relations (DGL-KE's relation "
+                   "partition), so no two workers write the same relation row")
     g.add_argument("--num-thread", "--num_thread", dest="num_thread", type=int, default=d,
                    help="torch CPU threads per process (0: torch's default; workers: cores / num_proc)")
     g.add_argument("--mix-cpu-gpu", "--mix_cpu_gpu", dest="mix_cpu_gpu", action="store_const", const=True,

@@ -25,7 +25,7 @@ from .errors import ConfigError
 from .persist import atomic_write, atomic_write_json
 
 __all__ = ["PARTITION_METHODS", "compute_partition", "save_partition", "load_partition", "edge_cut",
-           "positives_by_part", "default_partition_path", "row_overlap"]
+           "positives_by_part", "positives_by_relation", "default_partition_path", "row_overlap"]
 
 PARTITION_METHODS = ("metis", "random")
 
@@ -104,6 +104,19 @@ def positives_by_part(triples: torch.Tensor, parts: torch.Tensor, num_parts: int
     order = torch.argsort(owner, stable=True)
     counts = torch.bincount(owner, minlength=num_parts).tolist()
     return list(torch.split(order, counts))
+
+
+def positives_by_relation(triples: torch.Tensor, num_relations: int, num_parts: int) -> list[torch.Tensor]:
+    """DGL-KE's ``--rel_part``: each relation's triples go to one part, so no two workers update the
+    same relation row. Relations are dealt largest first to the part with the fewest triples;
+    an inverse relation (id ``r + num_relations`` under ``--reciprocal``) goes with ``r``."""
+    rel = triples[:, 1] % num_relations
+    sizes = torch.bincount(rel, minlength=num_relations)
+    load, owner = [0] * num_parts, torch.empty(num_relations, dtype=torch.int64)
+    for r in torch.argsort(sizes, descending=True, stable=True).tolist():  # a loop over relations, not triples
+        p = min(range(num_parts), key=load.__getitem__)
+        owner[r], load[p] = p, load[p] + int(sizes[r])
+    return positives_by_part(torch.stack([rel, rel, rel], 1), owner, num_parts)
 
 
 def row_overlap(samplers: list, steps: int) -> float:

@@ -51,7 +51,7 @@ from .models import KGEModel, create_model
 from .optim import STATE_MODES, RowSparseAdagrad
 from .rowstore import RowStore
 from .sampling import StepSampler, triple_degrees
-from .partition import load_partition, positives_by_part
+from .partition import load_partition, positives_by_part, positives_by_relation
 from .persist import FORMAT_VERSION, LOCK_NAME, SaveLock, atomic_write, atomic_write_json, atomic_write_text
 from .saved import TrainedKGE
 from .step import StepEngine
@@ -138,6 +138,7 @@ class TrainConfig:
     num_proc: int = 1  # worker processes on shared tables; max_step counts all workers' steps together
     gpu: list[int] = field(default_factory=list)  # --gpu 0 1: one worker per GPU; [-1]: the CPU
     partition: str = ""  # kge partition's file: worker i trains the triples whose head is in part i, local negatives
+    rel_part: bool = False  # worker i trains the triples of its own relations (no shared relation rows)
     mix_cpu_gpu: bool = False  # tables and optimizer state in CPU memory, rows moved to the GPU per step
     async_update: bool = False  # apply offloaded updates in a background thread (overlaps the next step)
     amp: bool = False  # score in bfloat16 under autocast; tables and optimizer state stay float32
@@ -187,8 +188,10 @@ class TrainConfig:
                 self.num_proc = len(self.gpu)
         if self.num_proc < 1:
             raise ConfigError(f"--num_proc must be >= 1, got {self.num_proc}")
-        if self.partition and self.num_proc < 2:
-            raise ConfigError("--partition gives each worker process one part: use it with --num_proc P")
+        if (self.partition or self.rel_part) and self.num_proc < 2:
+            raise ConfigError("--partition / --rel_part split the positives among worker processes: use --num_proc P")
+        if self.partition and self.rel_part:
+            raise ConfigError("--partition and --rel_part each decide which worker trains a triple: pick one")
         if self.async_update and not self.offloaded():
             raise ConfigError("--async_update needs --mix_cpu_gpu (or GPU worker processes): it overlaps the "
                               "update of CPU-resident tables with the next step")
@@ -276,6 +279,8 @@ class Trainer:
         if self.parts is not None:  # DGL-KE's locality: own heads, own negatives
             shares = positives_by_part(self.train_triples, self.parts, self.cfg.num_proc)
             candidates = [torch.nonzero(self.parts == i).flatten() for i in range(self.cfg.num_proc)]
+        elif self.cfg.rel_part:
+            shares = positives_by_relation(self.train_triples, self.kg.num_relations, self.cfg.num_proc)
         return WorkerPool(self.cfg, self.model.config(), self.tables, self.optimizer.state, self.train_triples,
                           self.degrees, first_step=self.step, shares=shares, candidates=candidates)
 

@@ -109,3 +109,27 @@ def test_kge_partition_metis_cuts_fewer_triples_than_random(tiny_kg_dir, tmp_pat
     assert main(["partition", "--data-path", str(tiny_kg_dir), "--num-parts", "2"]) == 0
     meta = json.loads((tiny_kg_dir / "partitions" / "metis-2.json").read_text())
     assert meta["method"] == "metis" and meta["num_parts"] == 2 and "edge cut" in capsys.readouterr().out
+
+
+def test_rel_part_gives_each_relation_to_one_worker(kinships):
+    from kgengine.partition import positives_by_relation
+
+    shares = positives_by_relation(kinships.train, kinships.num_relations, 3)
+    assert sorted(torch.cat(shares).tolist()) == list(range(len(kinships.train)))
+    owners = [set(kinships.train[s, 1].tolist()) for s in shares]
+    assert all(not (a & b) for i, a in enumerate(owners) for b in owners[i + 1:])
+    sizes = [len(s) for s in shares]
+    assert max(sizes) < 1.2 * min(sizes)  # dealt largest first: balanced
+    # an inverse relation travels with its relation
+    R = kinships.num_relations
+    inv = torch.cat([kinships.train, kinships.train[:, [2, 1, 0]] + torch.tensor([0, R, 0])])
+    a, b = (set((inv[s, 1] % R).tolist()) for s in positives_by_relation(inv, R, 2))
+    assert a and b and not (a & b)
+
+
+def test_training_with_rel_part(kinships):
+    with pytest.raises(ConfigError, match="--num_proc"):
+        TrainConfig(rel_part=True, **SMALL)
+    cfg = TrainConfig(model_name="DistMult", max_step=100, num_proc=2, num_thread=1, rel_part=True, **SMALL)
+    trained = Trainer(kinships, cfg).train()
+    assert torch.isfinite(trained.model.tables["relation"]).all()
