@@ -10,7 +10,7 @@ shared tables are counted in each process that maps them).
 
 The graphs come from ../shared/tools/gen_synthetic_kg.py (power-law entity degrees, planted patterns).
 Results: one JSON line per measurement in DIR/scale.jsonl, a markdown table on stdout, and
-benchmarks/out/scale_epoch_time.png (time per epoch against triples).
+benchmarks/figures/scale_epoch_time.png (time per epoch against triples).
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def worker(kind: str, path: str, arg: str) -> dict:
         test = kg.test[:1000]
         for name, k in (("sampled_1000", 1000), ("full_filtered", 0)):
             t0 = time.perf_counter()
-            m = evaluate(model, test, kg.all_triples(), num_candidates=k)
+            m = evaluate(model, test, kg.known(), num_candidates=k)
             out[f"{name}_s"] = time.perf_counter() - t0
             out[f"{name}_mrr"] = m["mrr"]
     out.pop("_model", None)
@@ -114,7 +114,7 @@ def plot(records: list[dict], out: Path) -> None:
     ax.loglog(xs, [base["epoch_s"] * x / base["train"] for x in xs], "k:", label="linear in triples")
     ax.set_xlabel("training triples")
     ax.set_ylabel("seconds per epoch")
-    ax.set_title("TransE_l2 d=100, batch 4096, 256 shared negatives, 1 thread/process")
+    ax.set_title("TransE_l2 d=100, batch 4096, 256 shared negatives, 1 thread/process", fontsize=9)
     ax.legend()
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -131,9 +131,14 @@ def main() -> None:
     p.add_argument("--procs", nargs="+", type=int, default=[1, 2])
     p.add_argument("--skip-epoch", nargs="*", default=[], help="SIZE:PROCS pairs to skip (e.g. 100M:1)")
     p.add_argument("--eval-sizes", nargs="*", default=["100M"], help="sizes whose evaluation is timed")
+    p.add_argument("--plot-only", action="store_true", help="redraw the PNG from DIR/scale.jsonl")
     a = p.parse_args()
     a.dir.mkdir(parents=True, exist_ok=True)
     log = a.dir / "scale.jsonl"
+    if a.plot_only:
+        recs = [json.loads(x) for x in log.read_text().splitlines()]
+        plot([r for r in recs if "epoch_s" in r], ROOT / "benchmarks" / "figures" / "scale_epoch_time.png")
+        return
     epochs = []
     print("| graph | what | seconds | rate | peak RSS GiB | notes |\n|---|---|---:|---:|---:|---|")
     for size in a.sizes:
@@ -151,7 +156,8 @@ def main() -> None:
             with open(log, "a") as f:
                 f.write(json.dumps(r) + "\n")
             if "error" in r:
-                print(f"| {size} | {what} | failed | | | {r['error'].splitlines()[-1][:120]} |", flush=True)
+                last = (r["error"].strip().splitlines() or ["killed"])[-1]
+                print(f"| {size} | {what} | failed | | | {last[:120]} |", flush=True)
                 continue
             if "epoch_s" in r:
                 epochs.append(r)
@@ -167,7 +173,7 @@ def main() -> None:
             print(f"| {size} | {what} | {secs:.1f} | {rate} | {r['peak_rss_gib']:.2f} | {note} |", flush=True)
     print(f"\n{time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()}; 1 thread per process")
     if epochs:
-        plot(epochs, ROOT / "benchmarks" / "out" / "scale_epoch_time.png")
+        plot(epochs, ROOT / "benchmarks" / "figures" / "scale_epoch_time.png")
 
 
 if __name__ == "__main__":

@@ -222,7 +222,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     for s in splits:
         if len(kg.split(s)) == 0:
             raise DataError(f"the {s} split is empty")
-        m = evaluate(trained.model, kg.split(s), kg.all_triples() if args.filtered else None, ties=args.ties)
+        m = evaluate(trained.model, kg.split(s), kg.known() if args.filtered else None, ties=args.ties)
         out[s] = {k: v for k, v in m.items() if not isinstance(v, dict)}
     print(json.dumps(out, indent=2) if args.json else _metrics_table(out), flush=True)  # before any write
     if args.output:

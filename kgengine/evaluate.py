@@ -7,13 +7,17 @@ ranking. Ties: ``realistic`` (default) is the mean of the ``optimistic``
 (``1 + #better``) and ``pessimistic`` (``1 + #better + #equal``) ranks, the
 expected rank under random tie breaking (PyKEEN's default); the other two on
 request. Queries are processed in batches sized so a batch's ``(b, N)`` score
-matrix (and the model's per-pair temporaries) fit a memory budget, larger on
+matrix (and the model's per-pair temporaries) fit a memory budget; on graphs so
+large that a batch would hold only a few queries, many queries meet one block of
+candidates at a time instead and the ranks are counted block by block (with the
+true answers scored in every block's kernel call). The budget is larger on
 a GPU (:data:`GPU_BUDGET_BYTES`), where scoring runs on whatever device holds
 the model's tables (:func:`on_device` moves offloaded tables there).
 """
 from __future__ import annotations
 
 import warnings
+from typing import Sequence
 
 import torch
 
@@ -23,6 +27,10 @@ __all__ = ["FilterIndex", "rank_triples", "evaluate", "metrics_from_ranks", "on_
 
 TIE_MODES = ("realistic", "optimistic", "pessimistic")
 DEFAULT_BUDGET_BYTES = 256 * 2**20
+# Below this many queries per batch against all entities, evaluation switches to candidate blocks
+# of MIN_BLOCK_QUERIES queries each (graphs of millions of entities).
+MIN_QUERIES = 64
+MIN_BLOCK_QUERIES = 1024
 # On a GPU the batches are larger: fewer launches and host round trips for the filter.
 GPU_BUDGET_BYTES = 2 * 2**30
 
@@ -59,15 +67,27 @@ class FilterIndex:
     """Known answers of every ``(anchor, relation)`` query, in sorted CSR form.
 
     Args:
-        triples: ``int64 (n, 3)`` all known triples.
+        triples: ``int64 (n, 3)`` all known triples, or a sequence of such tensors (no concatenated copy).
         num_entities, num_relations: id ranges.
+        queries: ``int64 (q, 3)`` the triples that will be ranked: only the known triples that
+            answer one of their queries are indexed (ranking 1,000 test triples of a 100M-triple
+            graph then sorts thousands of keys, not hundreds of millions).
     """
 
-    def __init__(self, triples: torch.Tensor, num_entities: int, num_relations: int) -> None:
+    def __init__(self, triples: torch.Tensor | Sequence[torch.Tensor], num_entities: int, num_relations: int,
+                 queries: torch.Tensor | None = None) -> None:
         self.R = num_relations
-        h, r, t = triples[:, 0], triples[:, 1], triples[:, 2]
-        self.tail_keys, self.tail_vals = self._sorted(h * num_relations + r, t)
-        self.head_keys, self.head_vals = self._sorted(t * num_relations + r, h)
+        parts = [triples] if isinstance(triples, torch.Tensor) else list(triples)
+        tails, heads = [], []
+        for side, out in (("tail", tails), ("head", heads)):
+            a, b = (0, 2) if side == "tail" else (2, 0)
+            wanted = None if queries is None else torch.unique(queries[:, a] * num_relations + queries[:, 1])
+            for t in parts:
+                keys = t[:, a] * num_relations + t[:, 1]
+                keep = None if wanted is None else torch.isin(keys, wanted)
+                out.append((keys, t[:, b]) if keep is None else (keys[keep], t[keep, b]))
+        self.tail_keys, self.tail_vals = self._sorted(*(torch.cat(x) for x in zip(*tails)))
+        self.head_keys, self.head_vals = self._sorted(*(torch.cat(x) for x in zip(*heads)))
 
     @staticmethod
     def _sorted(keys: torch.Tensor, vals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,45 +132,72 @@ def rank_triples(model: KGEModel, triples: torch.Tensor, side: str, filter_index
         budget_bytes = GPU_BUDGET_BYTES
     N = model.num_entities
     sampled = 0 < num_candidates < N
-    b = batch_size or max(1, min(4096, budget_bytes // (N * (model.pair_cost() + 8))))
+    per_pair = model.pair_cost() + 8
+    b = batch_size or max(1, min(4096, budget_bytes // (N * per_pair)))
+    block = N  # candidates scored per kernel call
+    if not sampled and (batch_size or MIN_QUERIES) * N * per_pair > budget_bytes:
+        # a huge graph: a few queries against all N entities would read the whole table per handful of
+        # queries; instead many queries meet one block of candidates at a time (GEMM-sized work)
+        b = batch_size or min(MIN_BLOCK_QUERIES, max(1, len(triples)))
+        block = max(1, budget_bytes // (b * per_pair) - b)
     ranks = []
     with torch.no_grad():
+        terms = None if sampled or block < N else model.candidate_terms(model.tables["entity"][None])  # once
         for s in range(0, len(triples), b):
             batch = triples[s:s + b]
             h, r, t = batch[:, 0], batch[:, 1], batch[:, 2]
             anchor, target = (h, t) if side == "tail" else (t, h)
             rows = torch.arange(len(batch), device=device)
-            tgt = target.to(device)
+            tgt, anchor_d, r_d = target.to(device), anchor.to(device), r.to(device)
+            fr = fc = torch.empty(0, dtype=torch.int64, device=device)
+            if filter_index is not None:
+                fr, fc = (x.to(device) for x in filter_index.answers(anchor, r, side))
             if sampled:
                 k = num_candidates
                 cand = torch.randint(0, N, (k,), generator=generator).to(device)
                 # the true answers ride along as extra columns so they are scored by the same kernel
-                both = model.score_candidates(anchor.to(device), r.to(device), side=side,
-                                              candidates=torch.cat([cand, tgt])).float()
+                both = model.score_candidates(anchor_d, r_d, side=side, candidates=torch.cat([cand, tgt])).float()
                 _check_finite_scores(both)
                 true, scores = both[rows, k + rows], both[:, :k]
                 drop = torch.zeros(len(batch), N, dtype=torch.bool, device=device)
-                if filter_index is not None:
-                    fr, fc = filter_index.answers(anchor, r, side)
-                    drop[fr.to(device), fc.to(device)] = True
+                drop[fr, fc] = True
                 drop[rows, tgt] = True
                 scores[drop[:, cand]] = float("-inf")
-            else:
-                scores = model.score_candidates(anchor.to(device), r.to(device), side=side).float()
+                better, equal = _compare(scores, true)
+            elif block >= N:
+                scores = model.score_candidates(anchor_d, r_d, side=side, terms=terms).float()
                 _check_finite_scores(scores)
                 true = scores[rows, tgt].clone()
-                if filter_index is not None:
-                    fr, fc = filter_index.answers(anchor, r, side)
-                    scores[fr.to(device), fc.to(device)] = float("-inf")
+                scores[fr, fc] = float("-inf")
                 scores[rows, tgt] = float("-inf")  # compare against the others only
-            better = (scores > true[:, None]).sum(1).double()
+                better, equal = _compare(scores, true)
+            else:
+                better = torch.zeros(len(batch), dtype=torch.float64, device=device)
+                equal = torch.zeros_like(better)
+                for lo in range(0, N, block):
+                    n = min(N, lo + block) - lo
+                    ids = torch.arange(lo, lo + n, device=device)
+                    both = model.score_candidates(anchor_d, r_d, side=side, candidates=torch.cat([ids, tgt])).float()
+                    _check_finite_scores(both)
+                    true, scores = both[rows, n + rows], both[:, :n]
+                    known = (fc >= lo) & (fc < lo + n)
+                    scores[fr[known], fc[known] - lo] = float("-inf")
+                    own = (tgt >= lo) & (tgt < lo + n)
+                    scores[rows[own], tgt[own] - lo] = float("-inf")
+                    more, same = _compare(scores, true)
+                    better += more
+                    equal += same
             if ties == "optimistic":
                 rank = better + 1
             else:
-                equal = (scores == true[:, None]).sum(1).double()
                 rank = better + 1 + (equal if ties == "pessimistic" else equal / 2)
             ranks.append(rank.cpu())
     return torch.cat(ranks) if ranks else torch.empty(0, dtype=torch.float64)
+
+
+def _compare(scores: torch.Tensor, true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: how many scores beat ``true``, and how many tie with it."""
+    return (scores > true[:, None]).sum(1).double(), (scores == true[:, None]).sum(1).double()
 
 
 def _check_finite_scores(scores: torch.Tensor) -> None:
@@ -172,14 +219,16 @@ def metrics_from_ranks(ranks: torch.Tensor) -> dict[str, float]:
     }
 
 
-def evaluate(model: KGEModel, triples: torch.Tensor, filter_triples: torch.Tensor | None = None,
+def evaluate(model: KGEModel, triples: torch.Tensor,
+             filter_triples: torch.Tensor | Sequence[torch.Tensor] | None = None,
              ties: str = "realistic", budget_bytes: int = DEFAULT_BUDGET_BYTES, batch_size: int = 0,
              num_candidates: int = 0, fraction: float = 1.0, seed: int = 0) -> dict[str, float]:
     """Filtered MRR, MR, Hits@1/3/10 over head and tail queries of ``triples``.
 
     Args:
         triples: ``int64 (n, 3)`` the triples to rank.
-        filter_triples: ``int64 (m, 3)`` known triples (usually train + valid + test); ``None`` = raw.
+        filter_triples: ``int64 (m, 3)`` known triples (usually train + valid + test), or a sequence of
+            such tensors; ``None`` = raw.
         batch_size, num_candidates: see :func:`rank_triples`.
         fraction: rank a seeded random ``fraction`` of ``triples`` (DGL-KE's ``--eval_percent / 100``).
         seed: seeds the subsample and the sampled candidates.
@@ -194,7 +243,9 @@ def evaluate(model: KGEModel, triples: torch.Tensor, filter_triples: torch.Tenso
     if fraction < 1.0:
         keep = max(1, round(fraction * len(triples)))
         triples = triples[torch.randperm(len(triples), generator=gen)[:keep]]
-    fi = FilterIndex(filter_triples, model.num_entities, model.num_relations) if filter_triples is not None else None
+    fi = None
+    if filter_triples is not None:
+        fi = FilterIndex(filter_triples, model.num_entities, model.num_relations, queries=triples)
     kw = dict(batch_size=batch_size, num_candidates=num_candidates, generator=gen)
     tail = rank_triples(model, triples, "tail", fi, ties, budget_bytes, **kw)
     head = rank_triples(model, triples, "head", fi, ties, budget_bytes, **kw)

@@ -55,7 +55,7 @@ def available_bytes(device: str) -> int | None:
 
 def plan_for(cfg, kg, save_path=None) -> list[MemoryItem]:
     """:func:`memory_plan` of training ``cfg`` on ``kg`` (a :class:`~kgengine.data.KG`)."""
-    return memory_plan(cfg, kg.num_entities, kg.num_relations, len(kg.train), len(kg.all_triples()),
+    return memory_plan(cfg, kg.num_entities, kg.num_relations, len(kg.train), sum(map(len, kg.known())),
                        keep_best_in_memory=save_path is None and cfg.eval_interval > 0)
 
 

@@ -294,7 +294,7 @@ class Trainer:
 
     # ---- validation, checkpoints -------------------------------------------
     def validate(self) -> dict[str, float]:
-        known = self.kg.all_triples() if self.cfg.eval_filter else None
+        known = self.kg.known() if self.cfg.eval_filter else None
         m = evaluate(on_device(self.model, self.device), self.kg.valid, known, **self.cfg.eval_options())
         return {k: v for k, v in m.items() if not isinstance(v, dict)}
 
@@ -520,7 +520,7 @@ def evaluate_and_record(trained: TrainedKGE, kg: KG, save_path: str | os.PathLik
     for split in splits:
         triples = kg.split(split)
         if len(triples):
-            m = evaluate(model, triples, kg.all_triples() if filtered else None, ties=ties, **eval_options)
+            m = evaluate(model, triples, kg.known() if filtered else None, ties=ties, **eval_options)
             out[split] = {k: v for k, v in m.items() if not isinstance(v, dict)}
     if save_path is not None:
         atomic_write_json(Path(save_path) / "metrics.json", out)

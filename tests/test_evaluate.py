@@ -93,9 +93,9 @@ def spy_batch_sizes(model, monkeypatch):
     sizes = []
     real = model.score_candidates
 
-    def spy(anchor, r, side="tail", candidates=None):
+    def spy(anchor, r, side="tail", candidates=None, terms=None):
         sizes.append(len(anchor))
-        return real(anchor, r, side, candidates)
+        return real(anchor, r, side, candidates, terms)
 
     monkeypatch.setattr(model, "score_candidates", spy)
     return sizes
@@ -317,9 +317,16 @@ def test_tiny_budget_gives_the_same_result(name, kg, monkeypatch):
     ref_ranks = {ties: rank_triples(m, triples, "tail", FilterIndex(kg["all"], NE, NR), ties) for ties in TIE_MODES}
 
     sizes = spy_batch_sizes(m, monkeypatch)
+    # a budget below MIN_QUERIES queries against all entities: all 12 queries meet one candidate at a time
     assert evaluate(m, triples, kg["all"], budget_bytes=1) == ref
-    assert sizes == [1] * (2 * len(triples))  # batch size 1, both sides
-    # a budget of 5 queries per batch: batches 5, 5, 2
+    assert sizes == [len(triples)] * (2 * NE)
+    for ties in TIE_MODES:
+        got = rank_triples(m, triples, "tail", FilterIndex(kg["all"], NE, NR), ties, budget_bytes=1)
+        assert torch.equal(got, ref_ranks[ties])
+    # a budget of 5 queries per batch against all entities: batches 5, 5, 2
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("kgengine.evaluate"), "MIN_QUERIES", 1)  # (not the function)
     sizes.clear()
     budget = 5 * NE * (m.pair_cost() + 8)
     for ties in TIE_MODES:
@@ -408,3 +415,32 @@ def test_reciprocal_model_ranks_heads_as_inverse_tails(kg):
         both = torch.cat([kg["all"], inv(kg["all"])])
         tails_of_inverse = rank_triples(m, inv(triples), "tail", FilterIndex(both, NE, 2 * NR), ties)
         torch.testing.assert_close(heads, tails_of_inverse, rtol=0, atol=0)
+
+
+def test_filter_index_restricted_to_the_ranked_queries_gives_the_same_ranks():
+    """Indexing only the known triples that answer a ranked query (and taking the splits without a
+    concatenated copy) changes no rank."""
+    from kgengine.evaluate import FilterIndex, rank_triples
+    from kgengine.models import create_model
+
+    g = torch.Generator().manual_seed(0)
+    known = [torch.stack([torch.randint(0, 50, (n,), generator=g), torch.randint(0, 4, (n,), generator=g),
+                          torch.randint(0, 50, (n,), generator=g)], 1) for n in (400, 40, 40)]
+    test = known[2]
+    m = create_model("TransE_l2", 50, 4, 8)
+    full = FilterIndex(torch.cat(known), 50, 4)
+    small = FilterIndex(known, 50, 4, queries=test)
+    assert len(small.tail_keys) < len(full.tail_keys)
+    for side in ("tail", "head"):
+        assert torch.equal(rank_triples(m, test, side, full), rank_triples(m, test, side, small))
+
+
+def test_transe_l2_candidate_terms_once_per_evaluation_give_the_same_scores():
+    from kgengine.models import create_model
+
+    m = create_model("TransE_l2", 30, 3, 8)
+    E = m.tables["entity"]
+    a, r = torch.tensor([1, 2, 3]), torch.tensor([0, 1, 2])
+    terms = m.candidate_terms(E[None])
+    for side in ("tail", "head"):
+        assert torch.equal(m.score_candidates(a, r, side), m.score_candidates(a, r, side, terms=terms))
