@@ -23,15 +23,31 @@ __all__ = ["LOSSES", "create_loss", "loss_names"]
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+class _SoftplusMean(torch.autograd.Function):
+    """``mean(softplus(x)) = -mean(logsigmoid(-x))``; backward ``sigmoid(x) / n`` written into one buffer.
+
+    Autograd's version negates a copy of the scores and makes two full-size passes in backward.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return F.softplus(x).mean()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        return torch.sigmoid(x).mul_(grad / x.numel())
+
+
 def _logsigmoid(adversarial: bool, temperature: float) -> Loss:
     def loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        neg_ls = F.logsigmoid(-neg)
         if adversarial:
             w = torch.softmax(neg.detach() * temperature, dim=-1)
-            neg_loss = -(w * neg_ls).sum(-1).mean()
+            neg_loss = (w * F.softplus(neg)).sum(-1).mean()
         else:
-            neg_loss = -neg_ls.mean()
-        return (-F.logsigmoid(pos).mean() + neg_loss) / 2
+            neg_loss = _SoftplusMean.apply(neg)
+        return (F.softplus(-pos).mean() + neg_loss) / 2
 
     return loss
 

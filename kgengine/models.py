@@ -418,8 +418,14 @@ class _L2Model(KGEModel):
     def match_candidates(self, q, cand, terms=None):
         # ||q - c||^2 = |q|^2 + |c|^2 - 2 q.c : one baddbmm instead of a (C, c, N, d) broadcast
         c2 = self.candidate_terms(cand) if terms is None else terms
-        sq = torch.baddbmm((q * q).sum(-1, keepdim=True) + c2.unsqueeze(1), q, cand.transpose(1, 2), alpha=-2)
-        return self.gamma - sq.clamp_min(1e-12).sqrt()
+        q2 = (q * q).sum(-1, keepdim=True)
+        if torch.is_grad_enabled() and (q.requires_grad or cand.requires_grad):
+            sq = torch.baddbmm(q2 + c2.unsqueeze(1), q, cand.transpose(1, 2), alpha=-2)
+            return self.gamma - sq.clamp_min(1e-12).sqrt()
+        # no gradient (evaluation, prediction): the same arithmetic in place on the GEMM's output,
+        # no (C, c, N) temporaries beside it
+        sq = torch.baddbmm(c2.unsqueeze(1), q, cand.transpose(1, 2), alpha=-2).add_(q2)
+        return sq.clamp_min_(1e-12).sqrt_().neg_().add_(self.gamma)
 
 
 class _L1Model(KGEModel):
@@ -481,11 +487,14 @@ class ComplEx(_DotModel):
         return {"entity": (self.num_entities, 2 * self.dim), "relation": (self.num_relation_rows, 2 * self.dim)}
 
     def query(self, x, r, rel, side):
-        xr, xi = _halves(x)
-        rr, ri = _halves(_rows(rel["relation"], r))
-        if side == "tail":  # h * r, then dotted with conj(t)
-            return torch.cat([xr * rr - xi * ri, xr * ri + xi * rr], -1)
-        return torch.cat([rr * xr + ri * xi, rr * xi - ri * xr], -1)  # r * conj(t), the coefficients of h
+        # tail: h * r = [hr rr - hi ri | hr ri + hi rr]; head: r * conj(t) = [rr tr + ri ti | rr ti - ri tr].
+        # Both are x * [rr | rr] + swap(x) * [-+ri | +-ri]: the halves are split on the few relation rows
+        # only, since slicing the batch's entity rows costs a full-size zero-filled gradient per slice.
+        rr, ri = _halves(rel["relation"])
+        ri = ri if side == "head" else -ri
+        R = torch.stack([torch.cat([rr, rr], -1), torch.cat([ri, -ri], -1)])  # (2, U, 2d)
+        Rq = R.index_select(1, r.reshape(-1)).view(2, *r.shape, -1)
+        return torch.addcmul(x * Rq[0], x.roll(self.dim, -1), Rq[1])
 
 
 @register_model

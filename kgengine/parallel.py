@@ -67,7 +67,7 @@ def _worker_main(rank: int, device: str, cfg_dict: dict, model_cfg: dict, tables
             model = model_from_config(model_cfg)
         offload = dev.type != "cpu"
         optimizer = RowSparseAdagrad(tables, cfg.lr, state=states, check_finite=not offload,
-                                     state_mode=cfg.optimizer_state)
+                                     state_mode=cfg.optimizer_state, fused=cfg.compile)
         store = RowStore(optimizer, dev, offload=offload, async_update=cfg.async_update and offload)
         gen = torch.Generator().manual_seed(_worker_seed(cfg.seed, rank, first_step))
         sampler = StepSampler(triples, model.num_entities, cfg.batch_size, cfg.neg_sample_size, cfg.neg_chunk_size,

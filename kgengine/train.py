@@ -55,6 +55,7 @@ from .partition import load_partition, positives_by_part, positives_by_relation
 from .persist import FORMAT_VERSION, LOCK_NAME, SaveLock, atomic_write, atomic_write_json, atomic_write_text
 from .saved import TrainedKGE
 from .step import StepEngine
+from .threads import check_wait_policy
 
 __all__ = ["TrainConfig", "Trainer", "train", "LOSS_GENRES", "TRAJECTORY_FIELDS"]
 
@@ -142,7 +143,7 @@ class TrainConfig:
     mix_cpu_gpu: bool = False  # tables and optimizer state in CPU memory, rows moved to the GPU per step
     async_update: bool = False  # apply offloaded updates in a background thread (overlaps the next step)
     amp: bool = False  # score in bfloat16 under autocast; tables and optimizer state stay float32
-    compile: bool = False  # torch.compile the step's scoring and loss (falls back to eager if it fails)
+    compile: bool = False  # torch.compile the step's scoring, loss and optimizer update (eager if it fails)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -228,6 +229,8 @@ class Trainer:
             raise DeviceError(f"--device {config.device} was asked for, but torch sees no CUDA device here")
         if config.num_thread:
             torch.set_num_threads(config.num_thread)
+        if config.num_proc == 1:  # worker processes start fresh and inherit the policy
+            check_wait_policy(torch.get_num_threads())
         self.memory_plan = plan_for(config, kg, save_path)
         check_memory(self.memory_plan)  # before allocating: refuse with numbers, not an OOM kill
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -241,7 +244,7 @@ class Trainer:
         self.model.to("cpu" if offload or config.num_proc > 1 else self.device)
         self.tables = {k: v.data for k, v in self.model.tables.items()}
         self.optimizer = RowSparseAdagrad(self.tables, config.lr, check_finite=self.device.type == "cpu",
-                                          state_mode=config.optimizer_state)
+                                          state_mode=config.optimizer_state, fused=config.compile)
         train_triples = kg.train
         if config.reciprocal:
             h, r, t = kg.train.unbind(1)

@@ -248,3 +248,25 @@ def test_rowwise_state_trains_resident_and_offloaded_alike(kinships):
     mixed.train()
     for k, v in tables(plain).items():
         assert torch.equal(v, tables(mixed)[k]), k
+
+
+# ---- OpenMP wait policy ---------------------------------------------------------------------------
+@pytest.mark.parametrize("first, env, warns", [
+    ("import torch; import kgengine", {}, True),  # too late: libgomp already spins
+    ("import kgengine; import torch", {}, False),
+    ("import torch; import kgengine", {"OMP_WAIT_POLICY": "ACTIVE"}, False),  # the user's own choice
+])
+def test_spinning_wait_policy_is_detected(first, env, warns):
+    code = f"""{first}
+import os, warnings
+from kgengine import TrainConfig, Trainer, load_dataset
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    Trainer(load_dataset("kinships"), TrainConfig(num_thread=2, hidden_dim=8, progress=False))
+    Trainer(load_dataset("kinships"), TrainConfig(num_thread=1, hidden_dim=8, progress=False))
+print(sum("wait policy" in str(w.message) for w in caught), os.environ["OMP_WAIT_POLICY"])
+"""
+    clean = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**clean, **env},
+                         check=True).stdout.split()
+    assert out == [str(int(warns)), env.get("OMP_WAIT_POLICY", "PASSIVE")]

@@ -335,6 +335,20 @@ def test_tiny_budget_gives_the_same_result(name, kg, monkeypatch):
     assert sizes == [5, 5, 2] * 3
 
 
+def test_candidate_blocks_are_capped_so_counts_stay_exact(kg, monkeypatch):
+    """Rank counts are float32 sums; a graph with more entities than MAX_BLOCK is ranked in blocks."""
+    import importlib
+
+    m = make_model("TransE_l2", seed=2)
+    triples = torch.cat([kg["valid"], kg["test"]])
+    ref = {ties: rank_triples(m, triples, "head", FilterIndex(kg["all"], NE, NR), ties) for ties in TIE_MODES}
+    monkeypatch.setattr(importlib.import_module("kgengine.evaluate"), "MAX_BLOCK", 7)
+    sizes = spy_batch_sizes(m, monkeypatch)
+    for ties in TIE_MODES:
+        assert torch.equal(rank_triples(m, triples, "head", FilterIndex(kg["all"], NE, NR), ties), ref[ties])
+    assert len(sizes) == 3 * -(-NE // 7)  # one kernel call per block of 7 candidates, per tie mode
+
+
 def test_metrics_from_ranks():
     out = metrics_from_ranks(torch.tensor([1.0, 2.0, 4.0, 10.0, 11.0, 2.5]))
     assert out["mr"] == pytest.approx(30.5 / 6)
