@@ -311,10 +311,11 @@ def plot(records: list[dict], out_dir: Path) -> list[Path]:
         fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
         for ax, model in zip(axes[0], models):
             for r in (r for r in rs if r["model"] == model):
-                xs = [0] + [p["train_s"] for p in r["curve"]]
-                ax.plot(xs, [0] + [p["test_mrr"] for p in r["curve"]], "o-", ms=3, label=r["engine"])
+                ax.plot([p["train_s"] for p in r["curve"]], [p["test_mrr"] for p in r["curve"]], "o-", ms=3,
+                        label=r["engine"])
+            ax.set_xscale("log")
             ax.set_title(f"{ds}: {model} (1 thread)", fontsize=10)
-            ax.set_xlabel("training wall time, s")
+            ax.set_xlabel("training wall time, s (log scale)")
             ax.set_ylabel("filtered test MRR (shared evaluator)")
             ax.legend(fontsize=8)
         fig.tight_layout()
