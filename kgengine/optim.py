@@ -119,7 +119,11 @@ class RowSparseAdagrad:
 
 def _fused_step(S: torch.Tensor, W: torch.Tensor, idx: torch.Tensor, g: torch.Tensor, lr: float, eps: float,
                 per_row: bool) -> None:
-    """:meth:`RowSparseAdagrad.step`'s arithmetic in a form ``torch.compile`` fuses into one pass (``idx`` distinct)."""
+    """:meth:`RowSparseAdagrad.step`'s arithmetic in a form ``torch.compile`` fuses into one pass (``idx`` distinct).
+
+    Written apart from :meth:`RowSparseAdagrad.row_update` on purpose: compiling that in-place form with
+    two ``index_add_`` measured 2.5x *slower* than eager, this out-of-place form with ``index_copy_`` 2.5x faster.
+    """
     g2 = (g * g).mean(-1, keepdim=True) if per_row else g * g
     s = S.index_select(0, idx) + g2
     S.index_copy_(0, idx, s)
