@@ -16,7 +16,11 @@ mention, read from one fixed short template that never contains the gloss (defau
 * ``random``: exactly as ``injected`` but every entity's KG vector is replaced by a random Gaussian
   vector with the same norm (one fixed vector per entity and seed), then projected the same way:
   the control for "any extra input helps".
+* ``permuted``: as ``injected`` but every entity reads another probe entity's KG vector (a seeded
+  shuffle): the wrong-entity control, with real KG vectors' distribution.
 * ``kg_only``: a reference, no LM: the raw KG vectors themselves as features.
+* ``late_fusion``: the ``text`` feature concatenated with the raw KG vector, no injection: what
+  the classifier gets from both sources without passing the vector through the LM.
 
 Classifier: multinomial logistic regression in torch (features standardised with the train
 statistics, full-batch L-BFGS, L2 penalty ``l2 * ||W||^2`` on the weights, not the bias). ``l2`` is
@@ -89,7 +93,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATE = "{mention}"
 DEFAULT_L2_GRID = (1e-3, 1e-2, 1e-1)
-TYPING_VARIANTS = ("text", "injected", "random", "kg_only")
+# late_fusion: the text feature ++ the raw KG vector (no injection); permuted: injected, but every
+# entity reads another entity's vector (a wrong-entity control beside the random one)
+TYPING_VARIANTS = ("text", "injected", "random", "permuted", "kg_only", "late_fusion")
 LINKPRED_VARIANTS = ("text", "injected", "random")
 POOLS = ("concat", "mean")
 _VAL_FRACTION = 0.15
@@ -472,7 +478,7 @@ def typing_probe(model: nn.Module, tokenizer: PreTrainedTokenizerBase,
             default to its own).
         train, test: ``(entity id, text, label)`` items (:class:`~bridge.corpus.ProbeItem`, tuples,
             or dicts with those keys, e.g. ``probe_train.jsonl`` rows).
-        variants: some of ``text``, ``injected``, ``random``, ``kg_only``; all but ``text`` need KG
+        variants: some of :data:`TYPING_VARIANTS`; all but ``text`` need KG
             vectors. With KG vectors, items whose entity has none are dropped from every variant.
         seeds: a count (``3`` -> 0, 1, 2) or explicit seeds.
         max_train: a per-seed random subsample of train; max_test: one fixed test subsample.
@@ -525,7 +531,7 @@ def typing_probe(model: nn.Module, tokenizer: PreTrainedTokenizerBase,
 
     seconds: dict[str, float] = {}
     fixed_feats: dict[str, torch.Tensor] = {}
-    if "text" in variants:
+    if "text" in variants or "late_fusion" in variants:
         t0 = time.perf_counter()
         fixed_feats["text"] = mention_features(model, tokenizer, texts, None, **fkw)
         seconds["features_text"] = time.perf_counter() - t0
@@ -536,18 +542,25 @@ def typing_probe(model: nn.Module, tokenizer: PreTrainedTokenizerBase,
         seconds["features_injected"] = time.perf_counter() - t0
     if "kg_only" in variants:
         fixed_feats["kg_only"] = kg.vectors[rows_kg].clone()
+    if "late_fusion" in variants:
+        fixed_feats["late_fusion"] = torch.cat([fixed_feats["text"], kg.vectors[rows_kg].float()], dim=1)
 
     results: dict[str, dict] = {v: {"acc": [], "f1": [], "l2": [], "dim": None} for v in variants}
     t_random = 0.0
     for s in seeds:
         tr_rows = torch.tensor([pos_of_train[int(j)] for j in subsets[s]], dtype=torch.long)
         for v in variants:
-            if v == "random":
+            if v in ("random", "permuted"):
                 t0 = time.perf_counter()
                 sub = torch.cat([tr_rows, test_rows])
-                # one random vector per entity, same norm as its KG vector (entities are unique rows)
+                # one control vector per entity (entities are unique rows): random with the KG vector's
+                # norm, or another probe entity's vector (a seeded shuffle)
                 uniq, inv = torch.unique(rows_kg[sub], return_inverse=True)
-                rnd = random_like(kg.vectors[uniq], seed=s)[inv]
+                if v == "random":
+                    rnd = random_like(kg.vectors[uniq], seed=s)[inv]
+                else:
+                    shuffle = torch.randperm(len(uniq), generator=torch.Generator().manual_seed(int(s)))
+                    rnd = kg.vectors[uniq[shuffle]][inv]
                 f = mention_features(model, tokenizer, [texts[i] for i in sub.tolist()], _project(projector, rnd),
                                      **fkw)
                 t_random += time.perf_counter() - t0
@@ -563,8 +576,8 @@ def typing_probe(model: nn.Module, tokenizer: PreTrainedTokenizerBase,
             r["l2"].append(l2)
             r["dim"] = int(Xtr.shape[1])
             say(f"seed {s} {v:<9} accuracy {acc:.4f}  macro-F1 {f1:.4f}  (l2 {l2:g})")
-    if "random" in variants:
-        seconds["features_random_all_seeds"] = t_random
+    if "random" in variants or "permuted" in variants:
+        seconds["features_controls_all_seeds"] = t_random
     seconds["total"] = time.perf_counter() - t_start
     out_variants = {}
     for v in variants:
@@ -871,10 +884,10 @@ def format_probe_table(result: Mapping[str, Any]) -> str:
     metric = result.get("metric", "accuracy")
     extra = "macro_f1" if "macro_f1" in next(iter(result["variants"].values()), {}) else "hits@10"
     lines = [f"{result.get('task', 'probe')}: {metric} (mean ± std over {len(result['settings']['seeds'])} seed(s))",
-             f"{'variant':<10} {metric:>16} {extra:>16}  per seed"]
+             f"{'variant':<12} {metric:>16} {extra:>16}  per seed"]
     for v, r in result["variants"].items():
         e = r[extra]
-        lines.append(f"{v:<10} {r['mean']:>8.4f} ± {r['std']:.4f} {e['mean']:>8.4f} ± {e['std']:.4f}  "
+        lines.append(f"{v:<12} {r['mean']:>8.4f} ± {r['std']:.4f} {e['mean']:>8.4f} ± {e['std']:.4f}  "
                      + " ".join(f"{x:.4f}" for x in r["per_seed"]))
     sizes = result.get("sizes", {})
     lines.append("sizes: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in sizes.items()))

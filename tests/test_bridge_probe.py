@@ -74,13 +74,17 @@ def typing_result():
 
 def test_injected_beats_text_and_random(typing_result):
     v = typing_result["variants"]
-    assert set(v) == {"text", "injected", "random", "kg_only"}
+    assert set(v) == {"text", "injected", "random", "permuted", "kg_only", "late_fusion"}
     chance = 1 / N_LABELS
     assert v["injected"]["mean"] > 0.8
     assert v["injected"]["mean"] > v["text"]["mean"] + 0.3
     assert v["injected"]["mean"] > v["random"]["mean"] + 0.3
     assert v["text"]["mean"] < chance + 0.2 and v["random"]["mean"] < chance + 0.2
     assert v["kg_only"]["mean"] > 0.9
+    # the wrong entity's vector carries another label: no better than chance; late fusion reads the
+    # vector directly, as kg_only does
+    assert v["permuted"]["mean"] < chance + 0.2
+    assert v["late_fusion"]["mean"] > 0.9
 
 
 def test_probe_json_structure(typing_result, tmp_path):
@@ -95,6 +99,8 @@ def test_probe_json_structure(typing_result, tmp_path):
     assert r["variants"]["text"]["feature_dim"] == HIDDEN
     assert r["variants"]["injected"]["feature_dim"] == 2 * HIDDEN  # concat: mention mean ; slot state
     assert r["variants"]["kg_only"]["feature_dim"] == D_KG
+    assert r["variants"]["late_fusion"]["feature_dim"] == HIDDEN + D_KG
+    assert r["variants"]["permuted"]["feature_dim"] == 2 * HIDDEN
     assert r["sizes"]["train"] == 240 and r["sizes"]["test"] == 120 and r["sizes"]["classes"] == N_LABELS
     assert r["settings"]["seeds"] == [0, 1] and r["settings"]["template"] == "{mention}"
     table = format_probe_table(r)
