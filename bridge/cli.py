@@ -118,10 +118,37 @@ def _read_names(path: str, kg, flag: str = "--names") -> list[str]:
     return [mapping.get(n, n) for n in kg.names]
 
 
+def _hidden(emb) -> int:
+    return int(emb.weight.shape[1])
+
+
+def _read_anchor_texts(path: str, kg, flag: str = "--anchors") -> list[str | None]:
+    """``entity<TAB>anchor text`` rows -> texts aligned with ``kg``'s rows (None: no anchor)."""
+    p = Path(path)
+    if not p.is_file():
+        raise BridgeCLIError(f"{flag} {path}: no such file")
+    texts: dict[str, str] = {}
+    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if len(cols) < 2 or not cols[1].strip():
+            raise BridgeCLIError(f"{flag} {path}:{lineno}: expected entity<TAB>anchor text")
+        texts[cols[0]] = cols[1].strip()
+    if not any(n in texts for n in kg.names):
+        raise BridgeCLIError(f"{flag} {path}: none of its entities is in the KG table (e.g. {kg.names[0]!r})")
+    return [texts.get(n) for n in kg.names]
+
+
 def build_bridge(kg_path: str, lm_spec: str, *, names: str | None = None, alpha: float = 1.0,
-                 kind: str = "linear", rescale: bool = True, lm_loader: Callable[[Path], Any] | None = None):
+                 kind: str = "linear", rescale: bool = True, lm_loader: Callable[[Path], Any] | None = None,
+                 anchor_pool: str = "single", anchors: str | None = None, init: str = "anchors"):
     """Load the KG table and the LM, fit the projector on anchors (closed form).
 
+    ``anchor_pool``: ``single`` (names that are one wordpiece) or ``mean`` (any name, mean of its
+    wordpieces' embeddings); ``anchors``: a TSV ``entity<TAB>text`` giving the anchor text of the
+    listed entities (the others are no anchors); ``init="random"``: no anchors at all, a random
+    projector scaled to the word embeddings (it must be trained before its outputs mean anything).
     Returns ``(bridge, tokenizer, info)``; ``info`` is what ``fit.json`` records. ``lm_loader``
     loads the model from its folder (default ``AutoModel``: the encoder).
     """
@@ -146,15 +173,27 @@ def build_bridge(kg_path: str, lm_spec: str, *, names: str | None = None, alpha:
         raise BridgeCLIError(f"--lm {lm_spec}: cannot load the model from {folder} ({e})") from None
     model.eval()
     emb = model.get_input_embeddings()
-    kg_a, target, anchor_names = anchor_pairs(kg, tok, emb, names=readable)
-    if kg_a.shape[0] < 2:
-        hint = "" if names else " (a table keyed by ids such as WN18RR's synset offsets needs --names entities.tsv)"
-        raise BridgeCLIError(f"--kg {kg_path}: only {kg_a.shape[0]} of {len(kg)} entity names are single wordpieces "
-                             f"of the --lm tokenizer; need >= 2 anchor pairs{hint}")
-    proj = EntityProjector(kg.dim, int(target.shape[1]), kind=kind).fit_ridge(kg_a, target, alpha)
-    factor = proj.rescale_to(emb) if rescale else 1.0
-    with torch.no_grad():
-        cos = float(torch.nn.functional.cosine_similarity(proj(kg_a), target, dim=1).mean())
+    if anchors is not None:
+        readable = _read_anchor_texts(anchors, kg)
+    if init == "random":
+        _log("WARNING: --projector-init random: no anchors; the projector starts random (scaled to the word "
+             "embeddings) and means nothing until trained (kge bridge pretrain)")
+        proj = EntityProjector(kg.dim, _hidden(emb), kind=kind)
+        kg_a, anchor_names, cos = kg.vectors[:0], [], float("nan")
+        factor = proj.rescale_to(emb, kg.vectors) if rescale else 1.0
+    else:
+        kg_a, target, anchor_names = anchor_pairs(kg, tok, emb, names=readable, pool=anchor_pool)
+        if kg_a.shape[0] < 2:
+            hint = "" if names or anchors else (" (a table keyed by ids such as WN18RR's synset offsets needs "
+                                                "--names entities.tsv)")
+            what = "single wordpieces" if anchor_pool == "single" else "made of known wordpieces"
+            raise BridgeCLIError(f"--kg {kg_path}: only {kg_a.shape[0]} of {len(kg)} entity names are {what} of the "
+                                 f"--lm tokenizer; need >= 2 anchor pairs{hint}; try --anchor-pool mean, --anchors "
+                                 f"FILE, or --projector-init random")
+        proj = EntityProjector(kg.dim, int(target.shape[1]), kind=kind).fit_ridge(kg_a, target, alpha)
+        factor = proj.rescale_to(emb) if rescale else 1.0
+        with torch.no_grad():
+            cos = float(torch.nn.functional.cosine_similarity(proj(kg_a), target, dim=1).mean())
     bridge = KGBridge(model, proj, kg).eval()
     if readable is not None:  # show anchors by their readable names
         shown = dict(zip(kg.names, readable))
@@ -162,7 +201,8 @@ def build_bridge(kg_path: str, lm_spec: str, *, names: str | None = None, alpha:
     info = {"kg": str(kg_path), "lm": lm_spec, "lm_path": str(folder), "lm_class": type(model).__name__,
             "names": names, "num_entities": len(kg), "d_kg": kg.dim, "hidden": proj.hidden, "anchors": int(kg_a.shape[0]),
             "anchor_examples": anchor_names[:5], "anchor_fit_cosine": cos, "alpha": alpha, "projector": kind,
-            "rescaled": bool(rescale), "rescale_factor": float(factor), "seconds": round(time.perf_counter() - t0, 3)}
+            "rescaled": bool(rescale), "rescale_factor": float(factor), "anchor_pool": anchor_pool,
+            "anchors_file": anchors, "projector_init": init, "seconds": round(time.perf_counter() - t0, 3)}
     return bridge, tok, info
 
 
@@ -257,6 +297,13 @@ def _add_fit(sub) -> None:
     p.add_argument("--alpha", type=float, default=1.0, help="ridge strength (default 1.0)")
     p.add_argument("--projector", choices=("linear", "mlp"), default="linear", help="projector kind (default linear)")
     p.add_argument("--no-rescale", action="store_true", help="keep the ridge scale instead of the word-embedding norm")
+    p.add_argument("--anchor-pool", choices=("single", "mean"), default="single",
+                   help="single: anchors are names that are one wordpiece (E-BERT); mean: any name made of known "
+                        "wordpieces, anchored to the mean of their embeddings (KGs whose names are phrases)")
+    p.add_argument("--anchors", metavar="TSV", help="entity<TAB>anchor text rows: the anchors' texts (other entities "
+                                                    "are no anchors); pooled as --anchor-pool says")
+    p.add_argument("--projector-init", choices=("anchors", "random"), default="anchors",
+                   help="random: no anchors (a KG without readable names); the projector must then be trained")
     p.set_defaults(func=_guard("fit", _cmd_fit))
 
 
@@ -266,7 +313,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if not (args.alpha >= 0):
         raise BridgeCLIError(f"--alpha must be >= 0, got {args.alpha}")
     bridge, tok, info = build_bridge(args.kg, args.lm, names=args.names, alpha=args.alpha, kind=args.projector,
-                                     rescale=not args.no_rescale)
+                                     rescale=not args.no_rescale, anchor_pool=args.anchor_pool, anchors=args.anchors,
+                                     init=args.projector_init)
     bridge.save_pretrained(out, tok)
     (out / "fit.json").write_text(json.dumps(info, indent=2))
     print(f"anchors {info['anchors']} of {info['num_entities']} entities (e.g. {', '.join(info['anchor_examples'][:3])}); "
@@ -410,7 +458,8 @@ def _add_probe(sub) -> None:
     d.add_argument("--test-fraction", type=float, default=0.15, help="probe test share (default 0.15)")
     s = p.add_argument_group("probe")
     s.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
-    s.add_argument("--variants", nargs="+", help="default: text injected random (+ kg_only for typing)")
+    s.add_argument("--variants", nargs="+",
+                   help="default: text injected random (+ permuted kg_only late_fusion for typing)")
     s.add_argument("--max-train", type=int, help="typing: per-seed train subsample")
     s.add_argument("--max-test", type=int, help="typing: fixed test subsample")
     s.add_argument("--template", help="typing: text around the mention, with {mention} (default '{mention}')")
@@ -597,21 +646,90 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 
 # =============================================================================================
+# finetune
+
+_TYPES = {"str": str, "int": int, "float": float}
+
+
+def _add_config_flags(p: argparse.ArgumentParser, cls, skip: Sequence[str] = ()) -> None:
+    """One flag per dataclass field (``--field-name``, help from its metadata; required when it has
+    no default), so a config's fields and its command's flags cannot drift apart."""
+    import dataclasses
+
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        base = str(f.type).replace(" | None", "")
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        kw = {"help": f.metadata.get("help", "") + ("" if required or f.default is None else f" (default {f.default})")}
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=_TYPES.get(base, str), required=required,
+                       default=None if required else f.default, metavar=f.name.upper(), **kw)
+
+
+def _add_finetune(sub) -> None:
+    from .finetune import FinetuneConfig
+
+    p = sub.add_parser("finetune", help="relation classification (SemEval-2010 Task 8) with entity markers",
+                       description="Fine-tune an encoder on SemEval-2010 Task 8 with the entity-marker recipe, "
+                                   "text-only or reading WordNet KG vectors of the two nominals (inject, late-fusion, "
+                                   "kg-only); early stopping on a seeded validation slice of train. Writes "
+                                   "seed<N>/finetune.json (official macro-F1, accuracy, per-relation P/R/F1, wall "
+                                   "time), the test answers in the official format, and summary.json (mean and std "
+                                   "over the seeds).")
+    _add_config_flags(p, FinetuneConfig, skip=("seed", "lm"))
+    p.add_argument("--lm", required=True, metavar="PATH_OR_minilm", help="local HF encoder folder or 'minilm'")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="model seeds, one run each (default 0 1 2)")
+    p.set_defaults(func=_guard("finetune", _cmd_finetune))
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .finetune import FinetuneConfig, finetune_seeds
+
+    _setup_logging()
+    out = _check_out_dir(args.out)
+    fields = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    cfg = FinetuneConfig(**{k: v for k, v in vars(args).items() if k in fields and k != "lm"},
+                         lm=str(resolve_lm_path(args.lm)))
+    data = Path(cfg.data)
+    for f in ("TRAIN_FILE.TXT", "TEST_FILE_FULL.TXT"):
+        if not (data / f).is_file():
+            raise BridgeCLIError(f"--data {cfg.data}: no {f} (the SemEval-2010 Task 8 folder)")
+    for flag, v in (("--kg", cfg.kg), ("--wordnet", cfg.wordnet), ("--names", cfg.names)):
+        if v is not None and not Path(v).exists():
+            raise BridgeCLIError(f"{flag} {v}: no such file or folder")
+    try:
+        summary = finetune_seeds(cfg, args.seeds)
+    except ValueError as e:  # FinetuneConfig.check names the field; the user typed a flag
+        msg = str(e)
+        field = msg.split(":", 1)[0]
+        if field in fields:
+            msg = f"--{field.replace('_', '-')}{msg[len(field):]}"
+        raise BridgeCLIError(msg) from None
+    f1 = summary["official_f1"]
+    print(f"{cfg.variant}: official macro-F1 {f1['mean']:.2f} +- {f1['std']:.2f} over seeds {args.seeds} "
+          f"(accuracy {summary['accuracy']['mean']:.2f}); {summary['seconds']:.0f} s")
+    print(f"wrote {out / 'summary.json'}")
+    return 0
+
+
+# =============================================================================================
 # Entry points
 
 
 def _add_commands(sub) -> None:
-    for add in (_add_fit, _add_pretrain, _add_probe):
+    for add in (_add_fit, _add_pretrain, _add_probe, _add_finetune):
         add(sub)
 
 
 def add_bridge_commands(subparsers) -> argparse.ArgumentParser:
-    """Add ``bridge`` (with ``fit``, ``pretrain``, ``probe``) to an argparse subparsers object.
+    """Add ``bridge`` (with ``fit``, ``pretrain``, ``probe``, ``finetune``) to an argparse subparsers object.
 
     Each leaf sets ``func(args) -> int`` (0, or 2 after printing an error), the convention of the
     ``kge`` command. Returns the ``bridge`` parser.
     """
-    p = subparsers.add_parser("bridge", help="KG vectors into a BERT-family model: fit, pretrain, probe",
+    p = subparsers.add_parser("bridge", help="KG vectors into a BERT-family model: fit, pretrain, probe, finetune",
                               description="Bridge KG embeddings into HF BERT-family models. "
                                           "`kge bridge COMMAND --help` for each command.")
     sub = p.add_subparsers(dest="bridge_command", required=True, metavar="COMMAND")

@@ -21,7 +21,7 @@ from .vectors import KGVectors
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["EntityProjector", "anchor_pairs", "normalize_entity_name", "PROJECTOR_KINDS"]
+__all__ = ["EntityProjector", "anchor_pairs", "normalize_entity_name", "PROJECTOR_KINDS", "ANCHOR_POOLS"]
 
 PROJECTOR_KINDS = ("linear", "mlp")
 CONFIG_FILE = "config.json"
@@ -238,26 +238,38 @@ def _normalizer(tokenizer: PreTrainedTokenizerBase):
     return str.lower if lower else (lambda s: s)
 
 
+ANCHOR_POOLS = ("single", "mean")
+
+
 def anchor_pairs(kg_vectors: KGVectors, tokenizer: PreTrainedTokenizerBase,
                  word_embeddings: torch.Tensor | nn.Module,
-                 names: Sequence[str] | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """E-BERT's anchors: entities whose (normalised) name is one whole wordpiece of the vocabulary.
+                 names: Sequence[str | None] | None = None,
+                 pool: str = "single") -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Anchor pairs: entities whose name the LM already embeds, paired with that embedding.
 
-    A name is read with :func:`normalize_entity_name` (``dog.n.01`` -> ``dog``), then the
-    tokenizer's own normaliser (lowercase and accent stripping for uncased models). Continuation
-    pieces (``##x``), special tokens and added tokens never count. Several entities may share one
-    word (``bank.n.01``, ``bank.n.02``): each is a pair.
+    ``pool="single"`` (E-BERT): the (normalised) name must be one whole wordpiece of the
+    vocabulary. ``pool="mean"``: any name works whose wordpieces are all real vocabulary pieces (no
+    unknown or special token): the target is the mean of their embeddings, so a KG whose names are
+    phrases (``New York City``, ``Barack Obama``) still gets anchors. A name is read with
+    :func:`normalize_entity_name` (``dog.n.01`` -> ``dog``), then the tokenizer's own normaliser
+    (lowercase and accent stripping for uncased models); with ``"single"`` continuation pieces
+    (``##x``), special tokens and added tokens never count. Several entities may share one word
+    (``bank.n.01``, ``bank.n.02``): each is a pair.
 
     Args:
         kg_vectors: the table, ``n`` rows of size ``d_kg``.
         tokenizer: an HF tokenizer.
         word_embeddings: ``(V, hidden)`` tensor or the model's input ``nn.Embedding``.
         names: readable names aligned with ``kg_vectors`` rows (default ``kg_vectors.names``),
-            e.g. WordNet sense names for a table keyed by synset offsets.
+            e.g. WordNet sense names for a table keyed by synset offsets; an empty name or None
+            makes that row no anchor.
+        pool: ``"single"`` or ``"mean"``.
     Returns:
         ``kg (a, d_kg)``, ``target (a, hidden)`` (detached float32), and the ``a`` entity names
         (from ``kg_vectors.names``), in table order.
     """
+    if pool not in ANCHOR_POOLS:
+        raise ValueError(f"pool {pool!r}: expected one of {', '.join(ANCHOR_POOLS)}")
     W = _as_matrix(word_embeddings)
     names = kg_vectors.names if names is None else list(names)
     if len(names) != len(kg_vectors):
@@ -266,12 +278,31 @@ def anchor_pairs(kg_vectors: KGVectors, tokenizer: PreTrainedTokenizerBase,
     added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
     excluded = set(tokenizer.all_special_ids) | set(added)
     norm = _normalizer(tokenizer)
+    if pool == "mean":
+        return _mean_anchors(kg_vectors, tokenizer, W, names, excluded)
     rows, toks = [], []
     for i, n in enumerate(names):  # string work per name: one pass at set-up, not a hot path
-        w = norm(normalize_entity_name(n))
+        w = norm(normalize_entity_name(n)) if n else ""
         t = vocab.get(w) if w and not w.startswith("##") and " " not in w else None
         if t is not None and t not in excluded and t < W.shape[0]:
             rows.append(i)
             toks.append(t)
     r, t = torch.tensor(rows, dtype=torch.long), torch.tensor(toks, dtype=torch.long)
     return kg_vectors.vectors[r], W[t], [kg_vectors.names[i] for i in rows]
+
+
+def _mean_anchors(kg_vectors: KGVectors, tokenizer, W: torch.Tensor, names: Sequence[str | None],
+                  excluded: set[int]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """``pool="mean"``: one batched tokenisation, then a segment mean of the pieces' embeddings."""
+    rows = [i for i, n in enumerate(names) if n and normalize_entity_name(n)]
+    texts = [normalize_entity_name(names[i]) for i in rows]
+    pieces = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    keep = [k for k, p in enumerate(pieces) if p and not (set(p) & excluded) and max(p) < W.shape[0]]
+    if not keep:
+        return kg_vectors.vectors[:0], W[:0], []
+    flat = torch.tensor([t for k in keep for t in pieces[k]], dtype=torch.long)
+    seg = torch.repeat_interleave(torch.arange(len(keep)), torch.tensor([len(pieces[k]) for k in keep]))
+    target = torch.zeros(len(keep), W.shape[1]).index_add_(0, seg, W[flat])
+    target /= torch.bincount(seg, minlength=len(keep)).unsqueeze(1).to(target.dtype)
+    r = torch.tensor([rows[k] for k in keep], dtype=torch.long)
+    return kg_vectors.vectors[r], target, [kg_vectors.names[i] for i in r.tolist()]

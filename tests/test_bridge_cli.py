@@ -133,7 +133,7 @@ def test_probe_end_to_end_typing(lm_dir, tmp_path, capsys):
                            "--out", tmp_path / "res"], capsys)
     assert rc == 0, err
     r = json.loads((tmp_path / "res" / "probe.json").read_text())
-    assert set(r["variants"]) == {"text", "injected", "random", "kg_only"}
+    assert set(r["variants"]) == {"text", "injected", "random", "permuted", "kg_only", "late_fusion"}
     assert r["sizes"]["test"] == 20 and r["sizes"]["train"] == 60
     v = r["variants"]
     assert v["injected"]["mean"] >= v["text"]["mean"] + 0.3 and v["injected"]["mean"] >= v["random"]["mean"] + 0.3
@@ -247,3 +247,42 @@ def test_pretrain_inject_runs_and_probe_reads_the_kep_folder(lm_dir, tmp_path, c
     assert rc == 0, err
     r = json.loads((tmp_path / "r" / "probe.json").read_text())
     assert r["settings"]["slot_separator"] is None  # the KEP run's slot encoding (no separator by default)
+
+
+def phrase_kg(tmp_path, n=12):
+    """A TSV KG table whose names are two-word phrases: no name is a single wordpiece."""
+    rng = np.random.default_rng(0)
+    names = [f"{a} {b}" for a, b in zip(["dog", "cat", "paris", "apple", "city", "fruit"] * 2,
+                                        ["animal", "fruit", "city", "france", "w1", "w2"] + ["w3"] * 6)][:n]
+    names = [f"{nm} {i}" if i >= 6 else nm for i, nm in enumerate(names)]  # unique; "w3 7": 7 is unknown
+    p = tmp_path / "phrases.tsv"
+    p.write_text("".join(nm + "\t" + "\t".join(f"{x:.4f}" for x in rng.normal(size=6)) + "\n" for nm in names))
+    return p, names
+
+
+def test_fit_generic_kgs_mean_anchors_anchor_file_and_random_init(lm_dir, tmp_path, capsys):
+    kg, names = phrase_kg(tmp_path)
+    rc, _, err = run(["fit", "--kg", kg, "--lm", lm_dir, "--out", tmp_path / "single"], capsys)
+    assert rc == 2 and "need >= 2 anchor pairs" in err and "--anchor-pool mean" in err
+    rc, out, _ = run(["fit", "--kg", kg, "--lm", lm_dir, "--out", tmp_path / "mean", "--anchor-pool", "mean"], capsys)
+    info = json.loads((tmp_path / "mean" / "fit.json").read_text())
+    assert rc == 0 and info["anchors"] == 6 and info["anchor_pool"] == "mean"  # the six phrases of known words
+    anchors = tmp_path / "anchors.tsv"
+    anchors.write_text(f"{names[0]}\tdog\n{names[1]}\tcat\n{names[2]}\tparis city\nnot_in_kg\tapple\n")
+    rc, _, _ = run(["fit", "--kg", kg, "--lm", lm_dir, "--out", tmp_path / "file", "--anchors", anchors], capsys)
+    assert rc == 0 and json.loads((tmp_path / "file" / "fit.json").read_text())["anchors"] == 2  # single pieces
+    rc, _, _ = run(["fit", "--kg", kg, "--lm", lm_dir, "--out", tmp_path / "file2", "--anchors", anchors,
+                    "--anchor-pool", "mean"], capsys)
+    assert rc == 0 and json.loads((tmp_path / "file2" / "fit.json").read_text())["anchors"] == 3
+    rc, _, err = run(["fit", "--kg", kg, "--lm", lm_dir, "--out", tmp_path / "rand", "--projector-init", "random"],
+                     capsys)
+    assert rc == 0 and "WARNING" in err and "random" in err
+    br = KGBridge.from_pretrained(tmp_path / "rand")
+    with torch.no_grad():
+        norms = br.get_input_embeddings().weight.norm(dim=1)
+        out_norm = float(br.projector(br.kg_table).norm(dim=1).mean())
+    assert out_norm == pytest.approx(float(norms[norms > 0].mean()), rel=1e-3)  # scaled to the word embeddings
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("only-one-column\n")
+    rc, _, err = run(["fit", "--kg", kg, "--lm", lm_dir, "--out", tmp_path / "x", "--anchors", bad], capsys)
+    assert rc == 2 and f"--anchors {bad}:1: expected entity<TAB>anchor text" in err

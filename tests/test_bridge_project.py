@@ -186,6 +186,24 @@ def test_anchor_pairs_single_wordpieces_only():
     assert none[0].shape == (0, 5) and none[1].shape == (0, 7) and none[2] == []
 
 
+def test_anchor_pairs_mean_pools_multi_wordpiece_names():
+    names = ["hot_dog.n.01", "Paris city", "dogs", "zebra crossing", "dog", "", "[MASK] city"]
+    kv = KGVectors([f"e{i}" for i in range(len(names))], torch.randn(len(names), 5))
+    emb = torch.randn(len(WORDS), 7)
+    tok = tokenizer(lower=True)
+    kg, target, got = anchor_pairs(kv, tok, emb, names=names, pool="mean")
+    # "zebra" is unknown ([UNK]), an empty name is no anchor, a special token spoils the name
+    assert got == ["e0", "e1", "e2", "e4"]
+    w = {x: emb[WORDS.index(x)] for x in WORDS}
+    expect = torch.stack([(w["hot"] + w["dog"]) / 2, (w["paris"] + w["city"]) / 2, (w["dog"] + w["##s"]) / 2, w["dog"]])
+    assert torch.allclose(target, expect, atol=1e-6)
+    assert torch.equal(kg, kv.vectors[[0, 1, 2, 4]])
+    # single-wordpiece anchors are the subset with one piece
+    assert anchor_pairs(kv, tok, emb, names=names)[2] == ["e4"]
+    with pytest.raises(ValueError, match="pool 'max'"):
+        anchor_pairs(kv, tok, emb, pool="max")
+
+
 def test_fit_from_anchors_end_to_end():
     """Word embeddings that are a linear image of the KG vectors: the anchors recover the map."""
     g = torch.Generator().manual_seed(1)
