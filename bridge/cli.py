@@ -349,7 +349,10 @@ def _add_pretrain(sub) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--batch-size", type=int, default=16)
     g.add_argument("--lr", type=float, default=5e-5, help="LM learning rate")
-    g.add_argument("--head-lr", type=float, help="projector/heads learning rate (default: --lr)")
+    g.add_argument("--head-lr", type=float, help="KD / KG heads learning rate (default 1e-3)")
+    g.add_argument("--projector-lr", type=float,
+                   help="projector learning rate (default: --lr; it starts from the anchor fit, and a fast rate "
+                        "made it drift before the LM adapted)")
     g.add_argument("--freeze-lm", action="store_true", help="train only the projector and heads")
     g.add_argument("--encoding", choices=("concat", "replace", "none"),
                    help="entity vectors in the input (default: concat for inject, none otherwise)")
@@ -378,7 +381,7 @@ _CONFIG_FLAGS = {  # KEPConfig field <- argparse dest
     "kd_kind": "kd_kind", "temperature": "temperature", "mu_kg": "mu_kg", "kg_model_name": "kg_model",
     "kg_dim": "kg_dim", "num_negatives": "num_negatives", "max_length": "max_length",
     "slot_separator": "slot_separator", "mlm_head_warmup_steps": "mlm_head_warmup_steps",
-    "head_learning_rate": "head_lr",
+    "head_learning_rate": "head_lr", "projector_learning_rate": "projector_lr",
 }
 
 

@@ -328,6 +328,24 @@ def test_config_defaults_and_errors():
         build_kep_model(base, KEPConfig())
 
 
+@pytest.mark.parametrize("proj_lr", [None, 7e-4])
+def test_projector_learns_at_the_lm_rate_unless_told(tmp_path, proj_lr):
+    from transformers import TrainingArguments
+
+    from bridge import KEPTrainer
+
+    model = build_kep_model(bridge(teacher())[0], KEPConfig(mode="distill", kd_kind="feature", encoding="concat"))
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=3e-5, use_cpu=True, report_to=[])
+    tr = KEPTrainer(model=model, args=args, head_learning_rate=1e-3, projector_learning_rate=proj_lr)
+    opt = tr.create_optimizer()
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert lr_of[id(named["projector.linear.weight"])] == (proj_lr or 3e-5)
+    assert lr_of[id(named["mention_proj.weight"])] == 1e-3
+    assert lr_of[id(next(p for n, p in named.items() if n.startswith("model.")))] == 3e-5
+    assert len(lr_of) == sum(p.requires_grad for p in model.parameters())  # every trainable parameter, once
+
+
 # ---- Trainer runs ---------------------------------------------------------------------------------------------
 def run(out, mode, steps, resume=None, **kw):
     te = teacher()
