@@ -450,6 +450,16 @@ def _engine_lines(args, engines: list[str]) -> list[str]:
     """One header line per engine: what a batch does there."""
     k, B = args.negs, args.batch_size
     pyg_steps = args.pyg_steps if args.pyg_steps is not None else (50 if args.pyg_mode == "native" else args.steps)
+    pyg_negatives = (
+        "**1 random corruption per positive** (KGEModel.random_sample; the number of negatives cannot be "
+        f"set, so NOT the {k} of the other engines), PyG's own loss (TransE: margin ranking; ComplEx: BCE "
+        "with logits)" if args.pyg_mode == "native" else
+        f"--pyg-mode matched: {k} INDEPENDENT corruptions per positive from KGEModel.random_sample on the "
+        "batch repeated k times, scored by the model's forward, kgengine's uniform logsigmoid loss")
+    sparse = "sparse" if args.pyg_sparse else "dense"
+    pyg_line = ("- PyG: torch_geometric.nn.kge TransE(p_norm=2, margin=1) / ComplEx, model.loader(shuffle=True, "
+                "drop_last=True) + model.loss: " + pyg_negatives + "; TransE L2-normalises the gathered head/tail "
+                f"rows every forward; {sparse} embedding gradients, torch.optim.Adagrad; {pyg_steps} timed batches")
     lines = {
         "kgengine": f"- kgengine: neg_chunk_size {args.chunk if args.chunk > 0 else min(k, B)} -> each chunk "
                     f"of positives SHARES one set of {k} negatives (one bmm per chunk), row-sparse Adagrad on used "
@@ -461,16 +471,7 @@ def _engine_lines(args, engines: list[str]) -> list[str]:
                   "ComplEx regularizer=None (kgengine does neither); loss "
                   + ("NSSALoss(adversarial_temperature=0) = kgengine's uniform logsigmoid loss"
                      if args.pykeen_loss == "nssa" else "SoftplusLoss") + f"; {args.steps} timed batches",
-        "pyg": ("- PyG: torch_geometric.nn.kge TransE(p_norm=2, margin=1) / ComplEx, model.loader(shuffle=True, "
-                "drop_last=True) + model.loss: " +
-                ("**1 random corruption per positive** (KGEModel.random_sample; the number of negatives cannot be "
-                 f"set, so NOT the {k} of the other engines), PyG's own loss (TransE: margin ranking; ComplEx: BCE "
-                 "with logits)" if args.pyg_mode == "native" else
-                 f"--pyg-mode matched: {k} INDEPENDENT corruptions per positive from KGEModel.random_sample on the "
-                 "batch repeated k times, scored by the model's forward, kgengine's uniform logsigmoid loss") +
-                f"; TransE L2-normalises the gathered head/tail rows every forward; "
-                f"{'sparse' if args.pyg_sparse else 'dense'} embedding gradients, torch.optim.Adagrad; "
-                f"{pyg_steps} timed batches"),
+        "pyg": pyg_line,
         "torchkge": f"- TorchKGE: TransEModel(dissimilarity_type='L2': squared L2 distance, head/tail rows "
                     f"L2-normalised every call) / ComplExModel; torchkge.utils.DataLoader (in order, over the train "
                     f"split shuffled once) + UniformNegativeSampler(n_neg={k}).corrupt_batch -> {k} INDEPENDENT "
@@ -661,6 +662,7 @@ def main(argv=None) -> None:
         profile_kgengine(args)
     else:
         driver(args)
+
 
 if __name__ == "__main__":
     main()

@@ -199,7 +199,8 @@ def build_bridge(kg_path: str, lm_spec: str, *, names: str | None = None, alpha:
         shown = dict(zip(kg.names, readable))
         anchor_names = [f"{shown[n]} ({n})" for n in anchor_names[:5]]
     info = {"kg": str(kg_path), "lm": lm_spec, "lm_path": str(folder), "lm_class": type(model).__name__,
-            "names": names, "num_entities": len(kg), "d_kg": kg.dim, "hidden": proj.hidden, "anchors": int(kg_a.shape[0]),
+            "names": names, "num_entities": len(kg), "d_kg": kg.dim, "hidden": proj.hidden,
+            "anchors": int(kg_a.shape[0]),
             "anchor_examples": anchor_names[:5], "anchor_fit_cosine": cos, "alpha": alpha, "projector": kind,
             "rescaled": bool(rescale), "rescale_factor": float(factor), "anchor_pool": anchor_pool,
             "anchors_file": anchors, "projector_init": init, "seconds": round(time.perf_counter() - t0, 3)}
@@ -317,7 +318,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                                      init=args.projector_init)
     bridge.save_pretrained(out, tok)
     (out / "fit.json").write_text(json.dumps(info, indent=2))
-    print(f"anchors {info['anchors']} of {info['num_entities']} entities (e.g. {', '.join(info['anchor_examples'][:3])}); "
+    examples = ", ".join(info["anchor_examples"][:3])
+    print(f"anchors {info['anchors']} of {info['num_entities']} entities (e.g. {examples}); "
           f"anchor fit cosine {info['anchor_fit_cosine']:.3f}; {info['d_kg']} -> {info['hidden']} "
           f"({info['projector']}, x{info['rescale_factor']:.3g}); {info['seconds']:.1f} s")
     print(f"saved KGBridge to {out}")
@@ -341,7 +343,8 @@ def _add_pretrain(sub) -> None:
                             alpha_help="ridge strength of the anchor fit (default 1.0)")
     src.add_argument("--teacher", metavar="DIR", help="kgengine model folder (distill logit KD, multitask triples); "
                                                       "default: --kg when it is one")
-    p.add_argument("--corpus", required=True, metavar="JSONL", help="records {text, mentions} (python -m bridge.corpus)")
+    p.add_argument("--corpus", required=True, metavar="JSONL",
+                   help="records {text, mentions} (python -m bridge.corpus)")
     p.add_argument("--eval-corpus", metavar="JSONL", help="held-out records for eval loss")
     p.add_argument("--mode", choices=("inject", "distill", "multitask"), default="inject")
     p.add_argument("--out", required=True, metavar="DIR")
@@ -470,7 +473,8 @@ def _add_probe(sub) -> None:
                    help="typing with a slot: [mention mean; slot state] (concat) or their mean")
     s.add_argument("--slot-separator", help="token before the entity slot (default '/', or the KEP model's; "
                                             "'none' for no separator)")
-    s.add_argument("--l2", type=float, nargs="+", help="typing: L2 grid, picked on a validation slice (default 1e-3 1e-2 1e-1)")
+    s.add_argument("--l2", type=float, nargs="+",
+                   help="typing: L2 grid, picked on a validation slice (default 1e-3 1e-2 1e-1)")
     s.add_argument("--num-train", type=int, default=1000, help="linkpred: train triples (default 1000)")
     s.add_argument("--num-negatives", type=int, default=3, help="linkpred: corrupted tails per train triple")
     s.add_argument("--num-test", type=int, default=200, help="linkpred: test triples (default 200)")
@@ -572,7 +576,8 @@ def _cmd_probe(args: argparse.Namespace) -> int:
             raise BridgeCLIError(f"--out {args.out}: is a folder")
         out_file = out
     else:
-        out_file = _check_out_dir(args.out) / ("probe.json" if args.task == "wordnet-typing" else f"probe-{args.task}.json")
+        name = "probe.json" if args.task == "wordnet-typing" else f"probe-{args.task}.json"
+        out_file = _check_out_dir(args.out) / name
     if args.kg_data and not Path(args.kg_data).exists():
         raise BridgeCLIError(f"--kg-data {args.kg_data}: no such folder")
     # cheap argument errors before loading anything

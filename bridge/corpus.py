@@ -502,9 +502,11 @@ def build_corpus(wordnet: WordNet, kg_entities, seed: int = 0, probe_fraction: f
     syns = wordnet.synsets
     # (entity, matchable lemmas) of every KG synset by (pos, offset), computed once
     # (single characters never match)
-    kg_at = {(syns[j].pos, syns[j].offset): (eid, [(w, w == w.lower()) for w in syns[j].words if len(w) > 1],
-                                               _INFLECTIONS[syns[j].pos] if inflections else ())
-             for j, eid in emap.items()}
+    kg_at = {}
+    for j, eid in emap.items():
+        syn = syns[j]
+        kg_at[(syn.pos, syn.offset)] = (eid, [(w, w == w.lower()) for w in syn.words if len(w) > 1],
+                                        _INFLECTIONS[syn.pos] if inflections else ())
     records: list[dict] = []
     for i, s in enumerate(syns):
         src = emap.get(i)

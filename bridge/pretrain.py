@@ -54,7 +54,8 @@ if TYPE_CHECKING:
     from kgengine.saved import TrainedKGE
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["KEPConfig", "KEPOutput", "KEPModel", "InjectKEP", "DistillKEP", "MultitaskKEP", "build_kep_model",
+__all__ = [  # noqa: F822 -- KEPOutput and KEPTrainer come from the module __getattr__ (transformers' Trainer)
+           "KEPConfig", "KEPOutput", "KEPModel", "InjectKEP", "DistillKEP", "MultitaskKEP", "build_kep_model",
            "KEPCollator", "KEPTrainer", "PretrainResult", "tokenize_records", "add_slot_token",
            "load_lm_with_mlm_head", "warmup_mlm_head", "run_pretraining", "pool_mentions", "feature_kd_loss",
            "logit_kd_loss", "kge_logsigmoid_loss", "plot_loss_curve", "MODES", "ENCODINGS"]

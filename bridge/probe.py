@@ -397,7 +397,8 @@ def _project(projector: EntityProjector, vectors: torch.Tensor, chunk: int = 655
     was = projector.training
     projector.eval()
     try:
-        out = [projector(vectors[s:s + chunk].to(p.device, p.dtype)).float().cpu() for s in range(0, len(vectors), chunk)]
+        out = [projector(vectors[s:s + chunk].to(p.device, p.dtype)).float().cpu()
+               for s in range(0, len(vectors), chunk)]
     finally:
         projector.train(was)
     return torch.cat(out) if out else torch.empty(0, projector.hidden)
@@ -890,5 +891,6 @@ def format_probe_table(result: Mapping[str, Any]) -> str:
         lines.append(f"{v:<12} {r['mean']:>8.4f} ± {r['std']:.4f} {e['mean']:>8.4f} ± {e['std']:.4f}  "
                      + " ".join(f"{x:.4f}" for x in r["per_seed"]))
     sizes = result.get("sizes", {})
-    lines.append("sizes: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in sizes.items()))
+    lines.append("sizes: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                       for k, v in sizes.items()))
     return "\n".join(lines)

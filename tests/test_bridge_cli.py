@@ -76,7 +76,8 @@ def test_fit_writes_a_loadable_bridge(lm_dir, kge_dir, tmp_path, capsys):
     anchors = br.kg_table[br.entity_index([n for n in br.kg_names if n != "zz_unknown"])]
     norms = emb.norm(dim=1)
     with torch.no_grad():
-        assert br.projector(anchors).norm(dim=1).mean().item() == pytest.approx(norms[norms > 0].mean().item(), rel=1e-3)
+        got = br.projector(anchors).norm(dim=1).mean().item()
+        assert got == pytest.approx(norms[norms > 0].mean().item(), rel=1e-3)
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(out / "lm")
@@ -175,7 +176,8 @@ def test_probe_data_jsonl_and_linkpred(lm_dir, kge_dir, tmp_path, capsys):
     assert rc == 0, err
     r = json.loads((tmp_path / "r" / "probe-wn18rr-linkpred.json").read_text())
     assert r["task"] == "wn18rr-linkpred" and r["metric"] == "mrr"
-    assert set(r["variants"]) == {"text", "injected", "random"} and all(0 < v["mean"] <= 1 for v in r["variants"].values())
+    assert set(r["variants"]) == {"text", "injected", "random"}
+    assert all(0 < v["mean"] <= 1 for v in r["variants"].values())
     assert "hits@10" in stdout
 
 

@@ -70,8 +70,8 @@ def _offsets() -> dict[str, int]:
     return out
 
 
-O = _offsets()
-E = {k: f"{v:08d}" for k, v in O.items()}  # WN18RR-style entity ids
+OFFSETS = _offsets()
+E = {k: f"{v:08d}" for k, v in OFFSETS.items()}  # WN18RR-style entity ids
 
 
 def _files() -> dict[str, bytes]:
@@ -116,18 +116,19 @@ def test_parse_fake_tarball_exact(fake_tar, tmp_path):
                                    [("n", "dog"), ("n", "canine"), ("n", "canis"), ("v", "chase"),
                                     ("a", "big"), ("a", "large"), ("r", "fast")]]
     dog = wn["n." + E["dog"]]
-    assert dog == Synset(O["dog"], "n", "n", 5, ("dog", "domestic_dog"), "a member of the genus Canis",
+    assert dog == Synset(OFFSETS["dog"], "n", "n", 5, ("dog", "domestic_dog"), "a member of the genus Canis",
                          ("the dog barked all night", "two dogs and a Dog"),
-                         (("@", O["canine"], "n", 0, 0), ("#m", O["canis"], "n", 0, 0), ("+", O["chase"], "v", 1, 2)))
+                         (("@", OFFSETS["canine"], "n", 0, 0), ("#m", OFFSETS["canis"], "n", 0, 0),
+                          ("+", OFFSETS["chase"], "v", 1, 2)))
     assert dog.lexname == "noun.animal" and dog.words == ("dog", "domestic dog")
     assert wn["n." + E["canis"]].lexname == "noun.group"
-    assert wn["v." + E["chase"]] == Synset(O["chase"], "v", "v", 38, ("chase", "dog"),
+    assert wn["v." + E["chase"]] == Synset(OFFSETS["chase"], "v", "v", 38, ("chase", "dog"),
                                            "go after with the intent to catch", ("the dog chased the rabbit",),
-                                           (("+", O["dog"], "n", 2, 1),))  # verb frames skipped
-    big, large = wn.get("a", O["big"]), wn.get("s", O["large"])
-    assert big.lemmas == ("big",) and big.pointers == (("&", O["large"], "a", 0, 0),)  # (a) marker, s -> a
+                                           (("+", OFFSETS["dog"], "n", 2, 1),))  # verb frames skipped
+    big, large = wn.get("a", OFFSETS["big"]), wn.get("s", OFFSETS["large"])
+    assert big.lemmas == ("big",) and big.pointers == (("&", OFFSETS["large"], "a", 0, 0),)  # (a) marker, s -> a
     assert large.ss_type == "s" and large.pos == "a" and large.lexname == "adj.all"
-    assert {s.key for s in wn.by_offset(O["dog"])} == {"n." + E["dog"], "r." + E["fast"]}
+    assert {s.key for s in wn.by_offset(OFFSETS["dog"])} == {"n." + E["dog"], "r." + E["fast"]}
     arr = wn.pointer_arrays()
     assert arr["src"].tolist() == [0, 0, 0, 1, 2, 3, 4, 5] and arr["dst"].tolist() == [1, 2, 3, 0, 0, 0, 5, 4]
     assert arr["src_word"].tolist()[2] == 1 and arr["dst_word"].tolist()[2] == 2
@@ -223,8 +224,8 @@ def test_probe_split_fake(fake_tar, tmp_path):
     assert load_kg_entities(tmp_path) == FAKE_KG
     assert main(["--wordnet", str(fake_tar), "--kg", str(tsv), "--out", str(tmp_path / "o"),
                  "--probe-fraction", "0.34"]) == 0
-    assert read_jsonl(tmp_path / "o" / "probe_test.jsonl") == [{"entity": E["canine"], "text": "canine",
-                                                                 "label": "noun.animal"}]
+    expect = [{"entity": E["canine"], "text": "canine", "label": "noun.animal"}]
+    assert read_jsonl(tmp_path / "o" / "probe_test.jsonl") == expect
     assert len(read_jsonl(tmp_path / "o" / "corpus.jsonl")) == 6  # all but canine's definition
 
 

@@ -253,8 +253,8 @@ def test_distill_queries_candidates_grads_and_teacher_scoring(monkeypatch):
     with torch.no_grad():
         hidden, _ = model.encode(b["input_ids"], b["attention_mask"])
         states, ent = pool_mentions(hidden, b["mention_mask"], b["mention_entity_ids"])
-        torch.testing.assert_close(model(**b).feature_kd_loss, feature_kd_loss(model.mention_proj(states),
-                                                                              model.kg_table[ent]))
+        expect = feature_kd_loss(model.mention_proj(states), model.kg_table[ent])
+        torch.testing.assert_close(model(**b).feature_kd_loss, expect)
     assert int((b["mention_mask"][:, 1:] > b["mention_mask"][:, :-1]).sum()) == len(ent)  # one per mention
 
 

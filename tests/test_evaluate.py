@@ -17,7 +17,7 @@ def random_kg(seed=0, n=40):
     seen, out = set(), []
     while len(out) < n:
         tr = tuple(int(x) for x in (torch.randint(NE, (1,), generator=g), torch.randint(NR, (1,), generator=g),
-                                     torch.randint(NE, (1,), generator=g)))
+                                    torch.randint(NE, (1,), generator=g)))
         if tr not in seen:
             seen.add(tr)
             out.append(tr)
