@@ -344,7 +344,7 @@ def _add_pretrain(sub) -> None:
     src.add_argument("--teacher", metavar="DIR", help="kgengine model folder (distill logit KD, multitask triples); "
                                                       "default: --kg when it is one")
     p.add_argument("--corpus", required=True, metavar="JSONL",
-                   help="records {text, mentions} (python -m bridge.corpus)")
+                   help="records {text, mentions} (kge bridge corpus)")
     p.add_argument("--eval-corpus", metavar="JSONL", help="held-out records for eval loss")
     p.add_argument("--mode", choices=("inject", "distill", "multitask"), default="inject")
     p.add_argument("--out", required=True, metavar="DIR")
@@ -456,7 +456,7 @@ def _add_probe(sub) -> None:
     p.add_argument("--task", choices=PROBE_TASKS, default="wordnet-typing")
     d = p.add_argument_group("data")
     d.add_argument("--wordnet", metavar="PATH", help="WNdb-3.0.tar.gz or a WordNet dict/ folder (wordnet-typing)")
-    d.add_argument("--probe-data", metavar="DIR", help="probe_train.jsonl + probe_test.jsonl (python -m bridge.corpus) "
+    d.add_argument("--probe-data", metavar="DIR", help="probe_train.jsonl + probe_test.jsonl (kge bridge corpus) "
                                                        "instead of --wordnet")
     d.add_argument("--kg-data", metavar="DIR", help="KG dataset folder: entities.tsv (ids, names); linkpred: "
                                                     "train/valid/test.txt")
@@ -729,6 +729,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 def _add_commands(sub) -> None:
     for add in (_add_fit, _add_pretrain, _add_probe, _add_finetune):
         add(sub)
+    sub.add_parser("corpus", add_help=False,
+                   help="the WordNet mention corpus and probe split (`corpus --help`; bridge.corpus)")
 
 
 def add_bridge_commands(subparsers) -> argparse.ArgumentParser:
@@ -762,6 +764,10 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         argv = argv[1:]
     if prog is None:
         prog = "kge bridge" if Path(sys.argv[0]).name == "kge" else "python -m bridge.cli"
+    if argv[:1] == ["corpus"]:  # its own parser, in bridge.corpus
+        from .corpus import main as corpus_main
+
+        return corpus_main(argv[1:], prog=f"{prog} corpus")
     args = build_parser(prog).parse_args(argv)
     return args.func(args)
 

@@ -47,7 +47,7 @@ The probe split (documented rule, deterministic per seed)
    whose offset is also a synset of another part of speech is skipped (WN18 merged those, so
    the KG vector and name mix meanings; 148 of WN18RR's noun ids), whether the KG came as a
    bare id list or with ``synset_ids``: the split is the same either way. Still, compute it
-   once (``python -m bridge.corpus`` writes ``probe_{train,test}.jsonl``) and pass the test
+   once (``kge bridge corpus`` writes ``probe_{train,test}.jsonl``) and pass the test
    list to :func:`build_corpus` and to the probe.
 2. Label = the synset's lexicographer file (one of :func:`supersense_labels`).
 3. Stratified by label: ``test_size`` (a fraction, or a count) is apportioned to the labels by
@@ -76,7 +76,7 @@ entities; without exclusions it would be 98,483 texts, with ``held_out="unlink"`
 ``drop_text`` leaves 1,729 probe-train synsets unmentioned (their texts link a held-out one).
 The split depends on the id set: ids from ``train.txt`` only (40,559) give another split.
 
-``python -m bridge.corpus --wordnet WNdb-3.0.tar.gz --kg wn18rr/ --out DIR`` builds all of it.
+``kge bridge corpus --wordnet WNdb-3.0.tar.gz --kg wn18rr/ --out DIR`` builds all of it.
 """
 from __future__ import annotations
 
@@ -578,10 +578,10 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m bridge.corpus --wordnet WNdb-3.0.tar.gz --kg wn18rr/ --out DIR``: writes
+def main(argv: Sequence[str] | None = None, prog: str = "python -m bridge.corpus") -> int:
+    """``kge bridge corpus --wordnet WNdb-3.0.tar.gz --kg wn18rr/ --out DIR``: writes
     ``corpus.jsonl``, ``probe_train.jsonl`` and ``probe_test.jsonl`` and prints counts."""
-    ap = argparse.ArgumentParser(prog="python -m bridge.corpus", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog=prog, description=main.__doc__)
     ap.add_argument("--wordnet", required=True, help="WNdb-3.0.tar.gz or a dict/ folder")
     ap.add_argument("--kg", required=True, help="entities.tsv or a dataset folder holding one")
     ap.add_argument("--out", required=True)

@@ -344,10 +344,23 @@ def build_parser() -> argparse.ArgumentParser:
         add(sub)
     for cmd in sub.choices.values():  # `kge train --debug` as well as `kge --debug train`
         cmd.add_argument("-v", "--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
-    # listed here; parsed by bridge.cli, imported only when used (it pulls in transformers)
-    sub.add_parser("bridge", help="KG vectors into a BERT-family model: fit, pretrain, probe "
-                                  "(`kge bridge --help`)", add_help=False)
+    # add-on commands: listed by name only, so that `kge --help` imports none of them
+    for name, ep in sorted(addon_commands().items()):
+        sub.add_parser(name, help=f"add-on command ({ep.value.split(':')[0]}; `kge {name} --help`)", add_help=False)
     return p
+
+
+ADDON_GROUP = "kgengine.commands"
+
+
+def addon_commands() -> dict:
+    """``{name: entry point}`` of the installed add-on commands (entry-point group
+    ``kgengine.commands``). Each entry point names ``main(argv, prog) -> int``; kgengine hands it
+    the arguments after the command's name and never imports the add-on otherwise."""
+    from importlib.metadata import entry_points
+
+    builtin = {"train", "eval", "predict", "similar", "export", "partition"}
+    return {ep.name: ep for ep in entry_points(group=ADDON_GROUP) if ep.name not in builtin}
 
 
 # What the user or the machine got wrong: one line and exit code 2. Anything else is a bug in kgengine
@@ -357,10 +370,9 @@ USER_ERRORS = (KGEError, DataError, OSError, FloatingPointError)
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bridge"]:
-        from bridge.cli import main as bridge_main
-
-        return bridge_main(argv[1:])
+    addons = addon_commands() if argv and not argv[0].startswith("-") else {}
+    if argv and argv[0] in addons:
+        return addons[argv[0]].load()(argv[1:], prog=f"kge {argv[0]}")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

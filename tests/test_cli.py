@@ -138,7 +138,38 @@ def test_kge_bridge_is_routed_to_the_bridge_commands(capsys):
         main(["bridge", "--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    assert "fit" in out and "pretrain" in out and "probe" in out
+    assert "usage: kge bridge" in out and all(c in out for c in ("fit", "pretrain", "probe", "finetune", "corpus"))
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "bridge" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["bridge", "corpus", "--help"])
+    assert e.value.code == 0 and "usage: kge bridge corpus" in capsys.readouterr().out
+
+
+def test_add_on_commands_come_from_entry_points_and_kgengine_never_imports_bridge(monkeypatch, capsys):
+    import ast
+    from pathlib import Path
+
+    from kgengine import cli
+
+    assert cli.addon_commands()["bridge"].value == "bridge.cli:main"
+    calls = []
+
+    class FakeEP:
+        name, value = "hello", "somewhere:main"
+
+        def load(self):
+            return lambda argv, prog: calls.append((argv, prog)) or 7
+
+    monkeypatch.setattr(cli, "addon_commands", lambda: {"hello": FakeEP()})
+    assert main(["hello", "a", "--b"]) == 7 and calls == [(["a", "--b"], "kge hello")]
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "hello" in out and "bridge" not in out
+    for path in Path(cli.__file__).parent.rglob("*.py"):  # the engine does not know its add-ons
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            assert not any(n == "bridge" or n.startswith("bridge.") for n in names), f"{path}:{node.lineno}"

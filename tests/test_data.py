@@ -398,10 +398,6 @@ def test_error_nothing_given():
         load_dataset()
 
 
-def test_data_error_is_value_error():
-    assert issubclass(DataError, ValueError)
-
-
 # ---------------------------------------------------------------- unseen policy
 
 UNSEEN_VALID = [("a", "r1", "c"), ("a", "r1", "zz"), ("b", "r2", "c"), ("yy", "rnew", "b")]
