@@ -289,26 +289,37 @@ def parse_data_file(text: str, pos: str, *, check_offsets: bool = True, name: st
     return out
 
 
-def read_wordnet(tar_or_dir: str | os.PathLike, pos: Sequence[str] = ("n", "v", "a", "r"),
-                 *, check_offsets: bool = True) -> WordNet:
-    """Read ``data.<pos>`` files from ``WNdb-3.0.tar.gz`` (any member ending ``/data.noun`` etc.)
-    or from a folder (``dict/`` or its parent). ``pos`` picks the files (n, v, a, r)."""
+def read_wordnet_files(tar_or_dir: str | os.PathLike, names: Iterable[str],
+                       optional: Iterable[str] = ()) -> dict[str, str]:
+    """``{file name: text}`` of WordNet database files (``data.noun``, ``index.noun``, ...) from
+    ``WNdb-3.0.tar.gz`` (any member ending ``/NAME``) or a folder (``dict/`` or its parent).
+    FileNotFoundError if one of ``names`` is missing; ``optional`` files are read when present."""
     path = Path(tar_or_dir)
-    wanted = {f"data.{POS_FILES[p]}": p for p in pos}
+    names, optional = set(names), set(optional)
     texts: dict[str, str] = {}
     if path.is_dir():
         base = path / "dict" if (path / "dict").is_dir() else path
-        for fname in wanted:
-            texts[fname] = (base / fname).read_bytes().decode("latin-1")
+        for fname in names | optional:
+            if (base / fname).is_file():
+                texts[fname] = (base / fname).read_bytes().decode("latin-1")
     else:
         with tarfile.open(path, "r:*") as tar:
             for member in tar:  # one pass: a gzip stream cannot seek back cheaply
                 fname = member.name.rsplit("/", 1)[-1]
-                if fname in wanted and member.isfile():
+                if fname in names | optional and member.isfile():
                     texts[fname] = tar.extractfile(member).read().decode("latin-1")
-    missing = sorted(set(wanted) - set(texts))
+    missing = sorted(names - set(texts))
     if missing:
         raise FileNotFoundError(f"{path}: no {', '.join(missing)}")
+    return texts
+
+
+def read_wordnet(tar_or_dir: str | os.PathLike, pos: Sequence[str] = ("n", "v", "a", "r"),
+                 *, check_offsets: bool = True) -> WordNet:
+    """Read ``data.<pos>`` files from ``WNdb-3.0.tar.gz`` (any member ending ``/data.noun`` etc.)
+    or from a folder (``dict/`` or its parent). ``pos`` picks the files (n, v, a, r)."""
+    wanted = {f"data.{POS_FILES[p]}": p for p in pos}
+    texts = read_wordnet_files(tar_or_dir, wanted)
     synsets: list[Synset] = []
     for fname, p in wanted.items():
         synsets += parse_data_file(texts[fname], p, check_offsets=check_offsets, name=fname)

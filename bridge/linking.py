@@ -17,7 +17,6 @@ every candidate, for a caller that averages or attends over them (KnowBERT-style
 from __future__ import annotations
 
 import os
-import tarfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -29,27 +28,6 @@ MORPHY_NOUN_RULES = (("s", ""), ("ses", "s"), ("xes", "x"), ("zes", "z"), ("ches
 # noun.exc; a form is kept only if it is a lemma, as with the rules above.
 IRREGULAR_NOUN_RULES = (("ves", "f"), ("ves", "fe"), ("ren", ""), ("oes", "o"), ("eese", "oose"), ("eet", "oot"),
                         ("ice", "ouse"), ("i", "us"), ("a", "um"), ("a", "on"), ("ae", "a"))
-_FILES = ("index.noun", "noun.exc")
-_REQUIRED = ("index.noun",)
-
-
-def _read_members(tar_or_dir: Path) -> dict[str, str]:
-    texts: dict[str, str] = {}
-    if tar_or_dir.is_dir():
-        base = tar_or_dir / "dict" if (tar_or_dir / "dict").is_dir() else tar_or_dir
-        for f in _FILES:
-            if (base / f).is_file():
-                texts[f] = (base / f).read_bytes().decode("latin-1")
-    else:
-        with tarfile.open(tar_or_dir, "r:*") as tar:
-            for member in tar:  # one pass: a gzip stream cannot seek back cheaply
-                name = member.name.rsplit("/", 1)[-1]
-                if name in _FILES and member.isfile():
-                    texts[name] = tar.extractfile(member).read().decode("latin-1")
-    missing = [f for f in _REQUIRED if f not in texts]
-    if missing:
-        raise FileNotFoundError(f"{tar_or_dir}: no {', '.join(missing)}")
-    return texts
 
 
 class WordNetLinker:
@@ -68,8 +46,10 @@ class WordNetLinker:
     @classmethod
     def from_wordnet(cls, path: str | os.PathLike) -> "WordNetLinker":
         """Read ``index.noun`` and ``noun.exc`` from ``WNdb-3.0.tar.gz`` or a ``dict/`` folder."""
+        from .corpus import read_wordnet_files
+
         path = Path(path)
-        texts = _read_members(path)
+        texts = read_wordnet_files(path, ["index.noun"], optional=["noun.exc"])
         senses: dict[str, list[str]] = {}
         for lineno, line in enumerate(texts["index.noun"].splitlines(), start=1):
             if not line or line.startswith(" "):  # the licence header lines start with two spaces
