@@ -34,7 +34,8 @@ from torch import nn
 
 from .semeval import LABELS, SCORER, Sentence, official_scores, perl_official_f1, read_semeval, write_answers
 
-__all__ = ["FinetuneConfig", "VARIANTS", "RelationClassifier", "encode", "finetune", "finetune_seeds", "link_rows"]
+__all__ = ["FinetuneConfig", "VARIANTS", "RelationClassifier", "encode", "finetune", "finetune_seeds", "link_rows",
+           "predict_logits"]
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +242,22 @@ class _Collator:
         return batch
 
 
+@torch.no_grad()
+def predict_logits(model: nn.Module, features: Sequence[dict[str, Any]], collate, batch_size: int = 64) -> np.ndarray:
+    """``(n, labels)`` logits in the order of ``features``. Not ``Trainer.predict``: with
+    ``train_sampling_strategy="group_by_length"`` it also reorders evaluation batches, so its rows
+    would not line up with the sentence ids."""
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    out = []
+    for s in range(0, len(features), batch_size):
+        batch = {k: v.to(dev) for k, v in collate(features[s:s + batch_size]).items() if k != "labels"}
+        out.append(model(**batch)["logits"].float().cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy()
+
+
 def link_rows(sentences: Sequence[Sentence], linker, kg_names: Sequence[str], choice: str = "first"
               ) -> tuple[np.ndarray, dict]:
     """Link both nominals of every sentence to KG rows: ``(n, 2, k)`` int64, -1 padding, and the
@@ -362,7 +379,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
     trainer.train()
     train_seconds = time.perf_counter() - t_train
     valid_f1 = trainer.state.best_metric
-    pred = np.argmax(trainer.predict(feats_test).predictions, -1)
+    collate = _Collator(tok.pad_token_id)
+    pred = np.argmax(predict_logits(model, feats_test, collate), -1)
     gold = np.array([x["labels"] for x in feats_test])
     scores = official_scores(pred, gold)
     write_answers(out / "test_answers.txt", [s.id for s in test], pred)

@@ -260,3 +260,22 @@ def test_classifier_reads_the_kg_where_it_should(tiny):
         a = fuse(ids, kg_rows=torch.tensor([[[0], [1]]]), **pos)["logits"]
         b = fuse(ids, kg_rows=torch.tensor([[[2], [1]]]), **pos)["logits"]
         assert not torch.allclose(a, b)
+
+
+def test_predict_logits_keeps_the_order_of_the_features():
+    """Rows must line up with the sentence ids written to the answers file (Trainer.predict with
+    length-grouped sampling reorders them)."""
+    from bridge.finetune import _Collator, predict_logits
+
+    class ByLength(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, input_ids, attention_mask, **kw):
+            return {"logits": torch.nn.functional.one_hot(attention_mask.sum(1), 40).float() + self.w}
+
+    lengths = np.random.default_rng(0).integers(3, 30, size=150)
+    feats = [{"input_ids": [5] * n, "entity_ids": [-1] * n, "e1_pos": 0, "e2_pos": 1, "labels": 0} for n in lengths]
+    logits = predict_logits(ByLength(), feats, _Collator(0), batch_size=16)
+    assert logits.shape == (150, 40) and np.array_equal(logits.argmax(1), lengths)
