@@ -177,6 +177,7 @@ def test_writes_metrics_log_and_config(kinships, tmp_path):
     assert any("valid" in r for r in log)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset,floor,loss,reciprocal", [
     ("kinships", 0.6, "Logsigmoid", False), ("umls", 0.75, "Logsigmoid", False), ("kinships", 0.6, "Softmax", False),
     ("kinships", 0.6, "Softmax", True)])
@@ -190,6 +191,7 @@ def test_complex_quality_floor(dataset, floor, loss, reciprocal):
     assert m["hits@10"] >= 0.9, m
 
 
+@pytest.mark.slow
 def test_transe_l2_learns_kinships_with_its_preset():
     """The logsigmoid loss stalls TransE_l2 on Kinships (MRR ~0.05, chance level); the preset's
     sampled softmax must not."""
