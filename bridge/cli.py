@@ -367,6 +367,13 @@ def _add_pretrain(sub) -> None:
     g.add_argument("--kg-model", help="multitask KGE score function (TransE_l2, DistMult, ComplEx, ...)")
     g.add_argument("--kg-dim", type=int)
     g.add_argument("--num-negatives", type=int)
+    g.add_argument("--kg-entities", choices=("mentions", "descriptions"),
+                   help="multitask: entity vectors from their mentions in the batch (default) or from their "
+                        "descriptions encoded by the LM, triples and negatives drawn from the whole KG (KEPLER)")
+    g.add_argument("--kg-triples-per-step", type=int, help="multitask with descriptions: triples per step (16)")
+    g.add_argument("--descriptions", metavar="TSV", help="entities.tsv holding the descriptions (--kg-entities "
+                                                         "descriptions)")
+    g.add_argument("--description-column", default="gloss", help="its column (default gloss)")
     g.add_argument("--max-length", type=int)
     g.add_argument("--slot-separator", help="token before the [ENT] slot, e.g. '/' (E-BERT)")
     g.add_argument("--mlm-head-warmup-steps", type=int, help="head-only MLM steps when the LM had no MLM head")
@@ -384,7 +391,8 @@ _CONFIG_FLAGS = {  # KEPConfig field <- argparse dest
     "kd_kind": "kd_kind", "temperature": "temperature", "mu_kg": "mu_kg", "kg_model_name": "kg_model",
     "kg_dim": "kg_dim", "num_negatives": "num_negatives", "max_length": "max_length",
     "slot_separator": "slot_separator", "mlm_head_warmup_steps": "mlm_head_warmup_steps",
-    "head_learning_rate": "head_lr", "projector_learning_rate": "projector_lr",
+    "head_learning_rate": "head_lr", "projector_learning_rate": "projector_lr", "kg_entities": "kg_entities",
+    "kg_triples_per_step": "kg_triples_per_step",
 }
 
 
@@ -424,7 +432,17 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         raise BridgeCLIError(f"--teacher {teacher}: no such folder")
     if config.mode == "inject" and args.teacher is None:
         teacher = None  # inject needs no teacher unless one is asked for
-    kw: dict[str, Any] = dict(tokenizer=tok, teacher=teacher, eval_records=args.eval_corpus,
+    descriptions = None
+    if config.kg_entities == "descriptions":
+        if not args.descriptions:
+            raise BridgeCLIError("--kg-entities descriptions needs --descriptions (entities.tsv with a gloss column)")
+        from .probe import read_entity_texts
+
+        try:
+            descriptions = read_entity_texts(args.descriptions, column=args.description_column)
+        except (FileNotFoundError, ValueError) as e:
+            raise BridgeCLIError(f"--descriptions {args.descriptions}: {e}") from None
+    kw: dict[str, Any] = dict(tokenizer=tok, teacher=teacher, eval_records=args.eval_corpus, descriptions=descriptions,
                               batch_size=args.batch_size, learning_rate=args.lr, logging_steps=args.logging_steps,
                               save_steps=args.save_steps, seed=args.seed, use_cpu=args.use_cpu,
                               progress=not args.no_progress, resume_from_checkpoint=True if args.resume else None)

@@ -63,6 +63,7 @@ __all__ = [  # noqa: F822 -- KEPOutput and KEPTrainer come from the module __get
 logger = logging.getLogger(__name__)
 
 MODES = ("inject", "distill", "multitask")
+KG_ENTITIES = ("mentions", "descriptions")
 KD_KINDS = ("feature", "logit", "both")
 ENCODINGS = ("replace", "concat", "none")
 KEP_DIR, KEP_CONFIG, KEP_HEADS = "kep", "kep_config.json", "heads.safetensors"
@@ -108,6 +109,15 @@ class KEPConfig:
             ``learning_rate``). It starts from a closed-form fit that is already useful; at the
             heads' 1e-3 it drifted 29% in norm in 40 steps, before the LM adapted, and injection
             scored below text-only (issue 10).
+        kg_entities: where multitask's entity vectors come from. ``"mentions"``: the mean state of
+            the entity's mentions in the MLM batch, positives = known triples between the batch's
+            entities (few per batch: ~6 for 16 WordNet records), negatives among the ~20 other
+            batch entities. ``"descriptions"`` (KEPLER): each entity's description (a WordNet
+            gloss) encoded by the LM (mean state); ``kg_triples_per_step`` known triples sampled
+            from the whole KG per step, ``num_negatives`` tails per triple drawn from every entity
+            that has a description.
+        kg_triples_per_step, description_length: KEPLER's triples per step and the wordpieces kept
+            per description.
         max_length, slot_token, slot_separator: tokenisation (``slot_separator="/"`` gives
             E-BERT's ``mention / [ENT]``).
         mlm_head_warmup_steps: head-only MLM steps before the run when the LM had no MLM head.
@@ -132,6 +142,9 @@ class KEPConfig:
     train_projector: bool = True
     head_learning_rate: float | None = 1e-3
     projector_learning_rate: float | None = None
+    kg_entities: str = "mentions"
+    kg_triples_per_step: int = 16
+    description_length: int = 32
     max_length: int = 128
     slot_token: str = "[ENT]"
     slot_separator: str | None = None
@@ -159,6 +172,13 @@ class KEPConfig:
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         for name in ("kd_queries_per_mention", "max_kg_triples", "max_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.kg_entities not in KG_ENTITIES:
+            raise ValueError(f"kg_entities {self.kg_entities!r}: expected one of {', '.join(KG_ENTITIES)}")
+        if self.kg_entities == "descriptions" and self.mode != "multitask":
+            raise ValueError(f"kg_entities 'descriptions' is multitask's; mode {self.mode!r} has no KG task")
+        for name in ("kg_triples_per_step", "description_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.kg_dim is not None and self.kg_dim < 1:
@@ -590,12 +610,18 @@ class DistillKEP(KEPModel):
 class MultitaskKEP(KEPModel):
     """KEPLER-style ``L = L_MLM + mu_kg * L_KG``.
 
-    Entity representations are produced by the LM: the mean state of an entity's mentions in the
-    batch through ``mention_proj`` (hidden -> the KGE's entity size). Positive triples are known
-    facts ``(h, r, t)`` with both ``h`` and ``t`` mentioned in the batch; each gets
-    ``num_negatives`` corrupted tails drawn from the batch's other entities. Scores come from a
-    kgengine model (``create_model(kg_model_name, 1, num_relations, kg_dim)``: its relation
-    tables are this model's trainable relation embeddings; its entity table is unused).
+    Entity representations are produced by the LM, through ``mention_proj`` (hidden -> the KGE's
+    entity size), from one of two sources (``config.kg_entities``):
+
+    * ``"mentions"``: the mean state of an entity's mentions in the batch. Positive triples are
+      known facts ``(h, r, t)`` with both ``h`` and ``t`` mentioned in the batch; each gets
+      ``num_negatives`` corrupted tails drawn from the batch's other entities.
+    * ``"descriptions"`` (KEPLER): the mean state of the entity's description encoded alone.
+      ``kg_triples_per_step`` known triples are drawn from the whole KG each step, each with
+      ``num_negatives`` tails drawn from all entities that have a description.
+
+    Scores come from a kgengine model (``create_model(kg_model_name, 1, num_relations, kg_dim)``:
+    its relation tables are this model's trainable relation embeddings; its entity table is unused).
 
     Args:
         bridge, config: as :class:`KEPModel`.
@@ -603,13 +629,16 @@ class MultitaskKEP(KEPModel):
             is the same KGE model and dimension, the relation tables' initial values.
         triples: alternatively ``(T, 3)`` (head row, relation, tail row) in the bridge's KG rows.
         num_relations: with ``triples`` (default ``max relation + 1``).
+        descriptions: with ``kg_entities="descriptions"``: one text per KG row (None or empty:
+            none; triples touching such a row are not used), and ``tokenizer`` to encode them.
     """
 
     mode = "multitask"
 
     def __init__(self, bridge: KGBridge, config: KEPConfig, teacher: "TrainedKGE | None" = None,
                  triples: torch.Tensor | None = None, num_relations: int | None = None,
-                 _require_targets: bool = True) -> None:
+                 _require_targets: bool = True, descriptions: Sequence[str | None] | None = None,
+                 tokenizer: PreTrainedTokenizerBase | None = None) -> None:
         from kgengine.models import create_model
 
         super().__init__(bridge, config)
@@ -646,9 +675,33 @@ class MultitaskKEP(KEPModel):
         self.num_relations = int(num_relations)
         self.mention_proj = nn.Linear(self.projector.hidden, self.kge.entity_dim)
         trip = triples if triples is not None else torch.empty((0, 3), dtype=torch.long)
+        if config.kg_entities == "descriptions":
+            trip = self._set_descriptions(trip, descriptions, tokenizer, n_rows, _require_targets)
         ptr, rt = _triple_index(trip, n_rows)
         self.register_buffer("kg_ptr", ptr, persistent=False)
         self.register_buffer("kg_rt", rt, persistent=False)
+
+    def _set_descriptions(self, trip: torch.Tensor, descriptions, tokenizer, n_rows: int,
+                          require: bool) -> torch.Tensor:
+        """Tokenise every description once (``desc_ids (n, Ld)``, ``desc_len (n,)`` buffers) and
+        keep the triples whose two ends have one."""
+        if descriptions is None or tokenizer is None:
+            raise ValueError("kg_entities='descriptions' needs descriptions (one per KG row) and a tokenizer")
+        if len(descriptions) != n_rows:
+            raise ValueError(f"{len(descriptions)} descriptions for {n_rows} KG rows")
+        texts = [d or "" for d in descriptions]
+        enc = tokenizer(texts, truncation=True, max_length=self.kep_config.description_length,
+                        padding="max_length", return_tensors="pt")
+        has = torch.tensor([bool(t.strip()) for t in texts])
+        length = enc["attention_mask"].sum(1) * has
+        self.register_buffer("desc_ids", enc["input_ids"].to(torch.int32), persistent=False)
+        self.register_buffer("desc_len", length, persistent=False)
+        self.register_buffer("desc_rows", torch.nonzero(has).flatten(), persistent=False)
+        keep = has[trip[:, 0]] & has[trip[:, 2]] if len(trip) else torch.zeros(0, dtype=torch.bool)
+        trip = trip[keep]
+        if require and (len(trip) == 0 or len(self.desc_rows) < 2):
+            raise ValueError("kg_entities='descriptions' found no known triple whose two entities have a description")
+        return trip
 
     def _row_of(self, name: str) -> int:
         if not hasattr(self, "_name_index"):
@@ -678,23 +731,62 @@ class MultitaskKEP(KEPModel):
             h_u, r, t_u = h_u[pick], r[pick], t_u[pick]
         return h_u, r, t_u
 
-    def kg_loss(self, rep: torch.Tensor, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def kg_loss(self, rep: torch.Tensor, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor,
+                neg_idx: torch.Tensor | None = None) -> torch.Tensor:
         """The KGE loss on LM-produced entity vectors.
 
         Args:
             rep: ``(U, d)`` entity representations; h, t: ``(P,)`` indices into ``rep``; r: ``(P,)``.
-        Negatives: for each positive, ``K = num_negatives`` tails drawn uniformly from the other
-        ``U - 1`` entities (never the true tail). Scored with the kgengine model's ``score_emb``
-        (positives) and ``score_tails_emb`` (negatives, ``P`` chunks of one query).
+            neg_idx: ``(P, K)`` negative tails (indices into ``rep``); default: for each positive,
+                ``K = num_negatives`` tails drawn uniformly from the other ``U - 1`` entities
+                (never the true tail).
+        Scored with the kgengine model's ``score_emb`` (positives) and ``score_tails_emb``
+        (negatives, ``P`` chunks of one query).
         """
         U, K = rep.shape[0], max(1, self.kep_config.num_negatives)
         rel = self.kge.relation_tables()
         pos = self.kge.score_emb(rep[h], r, rel, rep[t])  # (P,)
-        neg_idx = (t[:, None] + torch.randint(1, U, (len(t), K), device=rep.device)) % U  # skips t itself
+        if neg_idx is None:
+            neg_idx = (t[:, None] + torch.randint(1, U, (len(t), K), device=rep.device)) % U  # skips t itself
+        K = neg_idx.shape[1]
         neg = self.kge.score_tails_emb(rep[h][:, None], r[:, None], rel, rep[neg_idx])  # (P, 1, K)
         return kge_logsigmoid_loss(pos, neg.reshape(len(t), K))
 
+    def sample_kepler(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """KEPLER's batch: ``kg_triples_per_step`` known triples drawn uniformly from the whole KG
+        and ``num_negatives`` tails each, drawn uniformly from the rows that have a description
+        (a drawn tail may be the true one, as in uniform corruption). Returns KG rows ``h, r, t
+        (P,)`` and ``neg (P, K)``."""
+        dev = self.kg_rt.device
+        total = len(self.kg_rt)
+        idx = torch.randint(total, (self.kep_config.kg_triples_per_step,), device=dev)
+        h = torch.searchsorted(self.kg_ptr, idx, right=True) - 1  # CSR: the head owning slot idx
+        r, t = self.kg_rt[idx, 0], self.kg_rt[idx, 1]
+        K = max(1, self.kep_config.num_negatives)
+        neg = self.desc_rows[torch.randint(len(self.desc_rows), (len(idx), K), device=dev)]
+        return h, r, t, neg
+
+    def encode_descriptions(self, rows: torch.Tensor) -> torch.Tensor:
+        """``(U, hidden)``: the mean final state of each row's description (text only, no slot)."""
+        L = int(self.desc_len[rows].max())
+        ids = self.desc_ids[rows, :L].long()
+        mask = (torch.arange(L, device=ids.device) < self.desc_len[rows, None]).long()
+        hidden, _ = self.encode(ids, mask)
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1)
+
+    def _kepler_losses(self) -> tuple[torch.Tensor, dict]:
+        h, r, t, neg = self.sample_kepler()
+        uniq, inv = torch.unique(torch.cat([h, t, neg.flatten()]), return_inverse=True)
+        rep = self.mention_proj(self.encode_descriptions(uniq))
+        P = len(h)
+        kg = self.kg_loss(rep, inv[:P], r, inv[P:2 * P], inv[2 * P:].view(P, -1))
+        parts = {"kg_loss": kg.detach(), "num_triples": torch.tensor(P), "num_mentions": torch.tensor(len(uniq))}
+        return self.kep_config.mu_kg * kg, parts
+
     def extra_losses(self, hidden, mention_mask, mention_entity_ids):
+        if self.kep_config.kg_entities == "descriptions":
+            return self._kepler_losses()
         if mention_mask is None or mention_entity_ids is None:
             raise ValueError("multitask needs mention_mask and mention_entity_ids in the batch (KEPCollator)")
         states, entity = pool_mentions(hidden, mention_mask, mention_entity_ids)
@@ -722,18 +814,20 @@ class MultitaskKEP(KEPModel):
 
 def build_kep_model(bridge: KGBridge, config: KEPConfig, teacher: "TrainedKGE | str | os.PathLike | None" = None,
                     triples: torch.Tensor | None = None, num_relations: int | None = None,
-                    _require_targets: bool = True) -> KEPModel:
+                    _require_targets: bool = True, descriptions: Sequence[str | None] | None = None,
+                    tokenizer: PreTrainedTokenizerBase | None = None) -> KEPModel:
     """The mode's model around ``bridge`` (sharing its LM, projector and KG table).
 
     ``teacher`` (a TrainedKGE or its folder) is needed by distill's logit KD and gives multitask
-    its known triples (or pass ``triples``, KG rows)."""
+    its known triples (or pass ``triples``, KG rows); ``descriptions`` (one per KG row) and
+    ``tokenizer`` serve multitask with ``kg_entities="descriptions"``."""
     teacher = _as_teacher(teacher)
     if config.mode == "inject":
         return InjectKEP(bridge, config)
     if config.mode == "distill":
         return DistillKEP(bridge, config, teacher=teacher, _require_targets=_require_targets)
     return MultitaskKEP(bridge, config, teacher=teacher, triples=triples, num_relations=num_relations,
-                        _require_targets=_require_targets)
+                        _require_targets=_require_targets, descriptions=descriptions, tokenizer=tokenizer)
 
 
 # ---- tokenisation ------------------------------------------------------------------------------
@@ -1281,7 +1375,8 @@ def run_pretraining(bridge_or_paths: KGBridge | str | os.PathLike | Mapping[str,
                     save_steps: int = 500, save_total_limit: int | None = 2, eval_steps: int | None = None,
                     seed: int = 0, use_cpu: bool = False, progress: bool = True,
                     resume_from_checkpoint: bool | str | None = None,
-                    training_args: Mapping[str, Any] | None = None) -> PretrainResult:
+                    training_args: Mapping[str, Any] | None = None,
+                    descriptions: Mapping[str, str] | Sequence[str | None] | None = None) -> PretrainResult:
     """One KEP run with HF ``Trainer``: tokenise, build the mode's model, train, log, save.
 
     Args:
@@ -1301,6 +1396,7 @@ def run_pretraining(bridge_or_paths: KGBridge | str | os.PathLike | Mapping[str,
         use_cpu: Trainer's ``use_cpu``; progress: Trainer's progress bars.
         resume_from_checkpoint: True (the latest under ``output_dir``) or a checkpoint folder.
         training_args: extra ``TrainingArguments`` (they win over the ones set here).
+        descriptions: for ``kg_entities="descriptions"``: entity name -> text, or one text per KG row.
     """
     from transformers import TrainingArguments
 
@@ -1326,7 +1422,10 @@ def run_pretraining(bridge_or_paths: KGBridge | str | os.PathLike | Mapping[str,
         text = [{"input_ids": f["input_ids"][f["entity_ids"] < 0]} if config.encoding == "concat" else f
                 for f in features]
         warmup_mlm_head(bridge.model, tok, text, config.mlm_head_warmup_steps, seed=seed)
-    model = build_kep_model(bridge, config, teacher=teacher, triples=triples)
+    if isinstance(descriptions, Mapping):
+        descriptions = [descriptions.get(n) for n in bridge.kg_names]
+    model = build_kep_model(bridge, config, teacher=teacher, triples=triples, descriptions=descriptions,
+                            tokenizer=tok)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("KEP %s: %d features, %d trainable parameters (LM %s)", config.mode, len(features), n_train,
                 "frozen" if config.freeze_lm else "trained")

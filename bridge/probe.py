@@ -608,9 +608,10 @@ def typing_probe(model: nn.Module, tokenizer: PreTrainedTokenizerBase,
 # Link prediction, KG-BERT style
 
 
-def read_entity_texts(path: str | Path) -> dict[str, str]:
+def read_entity_texts(path: str | Path, column: str | None = None) -> dict[str, str]:
     """Entity id -> readable text from an ``entities.tsv`` (a header row with ``id`` and ``name``
-    columns, as in ``wn18rr/``; or plain ``id<TAB>name`` rows). Underscores become spaces."""
+    columns, as in ``wn18rr/``; or plain ``id<TAB>name`` rows). Underscores become spaces.
+    ``column`` picks another header column (``gloss``: WordNet definitions)."""
     path = Path(path)
     if path.is_dir():
         path = path / "entities.tsv"
@@ -624,7 +625,11 @@ def read_entity_texts(path: str | Path) -> dict[str, str]:
     id_col, name_col, start = 0, 1, 0
     if head[0] == "id":
         start = 1
-        if "name" in head:
+        if column is not None:
+            if column not in head:
+                raise ValueError(f"{path}: no column {column!r} in the header ({', '.join(head)})")
+            name_col = head.index(column)
+        elif "name" in head:
             name_col = head.index("name")
         elif "sense_name" in head:
             name_col = head.index("sense_name")
@@ -633,7 +638,8 @@ def read_entity_texts(path: str | Path) -> dict[str, str]:
         cols = line.split("\t")
         if len(cols) <= max(id_col, name_col):
             raise ValueError(f"{path}:{lineno}: expected at least {max(id_col, name_col) + 1} tab-separated columns")
-        out[cols[id_col]] = cols[name_col].replace("_", " ").strip()
+        text = cols[name_col]
+        out[cols[id_col]] = (text if column == "gloss" else text.replace("_", " ")).strip()
     return out
 
 

@@ -288,3 +288,22 @@ def test_fit_generic_kgs_mean_anchors_anchor_file_and_random_init(lm_dir, tmp_pa
     bad.write_text("only-one-column\n")
     rc, _, err = run(["fit", "--kg", kg, "--lm", lm_dir, "--out", tmp_path / "x", "--anchors", bad], capsys)
     assert rc == 2 and f"--anchors {bad}:1: expected entity<TAB>anchor text" in err
+
+
+def test_pretrain_multitask_with_descriptions(lm_dir, kge_dir, tmp_path, capsys):
+    ents = sorted({e for h, _, t in KG_TRIPLES for e in (h, t)})
+    gloss = tmp_path / "entities.tsv"
+    gloss.write_text("id\tname\tgloss\n" + "".join(f"{e}\t{e}\ta {e} is a w{i} w{i + 1}\n" for i, e in enumerate(ents)))
+    recs = [{"text": f"{h} w1 {t}", "mentions": [{"start": 0, "end": len(h), "entity": h}]} for h, _, t in KG_TRIPLES]
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    base = ["pretrain", "--kg", kge_dir, "--lm", lm_dir, "--corpus", tmp_path / "c.jsonl", "--mode", "multitask",
+            "--kg-entities", "descriptions", "--max-steps", "2", "--batch-size", "4", "--save-steps", "2",
+            "--no-progress", "--use-cpu", "--kg-triples-per-step", "4", "--logging-steps", "1"]
+    rc, _, err = run(base + ["--out", tmp_path / "x"], capsys)
+    assert rc == 2 and "needs --descriptions" in err
+    rc, out, err = run(base + ["--out", tmp_path / "kep", "--descriptions", gloss], capsys)
+    assert rc == 0, err
+    log = [json.loads(x) for x in (tmp_path / "kep" / "loss_log.jsonl").read_text().splitlines()]
+    assert [r["num_triples"] for r in log if "kg_loss" in r] == [4.0, 4.0]
+    rc, _, err = run(base + ["--out", tmp_path / "y", "--descriptions", gloss, "--description-column", "nope"], capsys)
+    assert rc == 2 and "no column 'nope'" in err

@@ -306,6 +306,45 @@ def test_multitask_kg_loss_uses_kgengine_scores_and_trains_relations(monkeypatch
     assert br.model.bert.encoder.layer[1].output.dense.weight.grad.abs().sum() > 0
 
 
+GLOSS = {"paris": "the capital of france", "france": "a country", "dog": "a animal that barks",
+         "cat": "a animal", "animal": "a animal", "city": "a big city", "country": "a big country"}
+
+
+def test_multitask_kepler_descriptions_sample_the_whole_kg_and_train_the_lm():
+    te = teacher()
+    br, tok = bridge(te)
+    desc = [GLOSS[e] if e != "country" else None for e in ENTS]  # country has no description
+    cfg = KEPConfig(mode="multitask", kg_model_name="DistMult", kg_entities="descriptions", num_negatives=4,
+                    kg_triples_per_step=6, description_length=8)
+    model = build_kep_model(br, cfg, teacher=te, descriptions=desc, tokenizer=tok)
+    C = ENTS.index("country")
+    assert C not in model.desc_rows.tolist() and len(model.desc_rows) == len(ENTS) - 1
+    known = {(ENTS.index(h), RELS.index(r), ENTS.index(t)) for h, r, t in TRIPLES if "country" not in (h, t)}
+    torch.manual_seed(0)
+    for _ in range(20):
+        h, r, t, neg = model.sample_kepler()
+        assert {(int(a), int(b_), int(c)) for a, b_, c in zip(h, r, t)} <= known  # facts of the whole KG
+        assert neg.shape == (6, 4) and C not in neg.flatten().tolist()  # negatives have descriptions
+    # the description encoding is the masked mean of the LM's states over the description alone
+    rows = torch.tensor([P, D])
+    ids = tok([GLOSS["paris"], GLOSS["dog"]], truncation=True, max_length=8, padding=True, return_tensors="pt")
+    model.eval()
+    with torch.no_grad():
+        hidden = model.model.base_model(**ids).last_hidden_state
+        m = ids["attention_mask"].unsqueeze(-1).float()
+        torch.testing.assert_close(model.encode_descriptions(rows), (hidden * m).sum(1) / m.sum(1))
+    model.train()
+    out = model(**batch_for(model, tok))  # the MLM batch's mentions play no part in the KG loss
+    assert int(out.num_triples) == 6 and torch.isfinite(out.kg_loss) and out.kg_loss > 0
+    out.loss.backward()
+    assert model.kge.relation_embeddings.grad.abs().sum() > 0
+    assert br.model.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="needs descriptions"):
+        build_kep_model(bridge(te)[0], cfg, teacher=te)
+    with pytest.raises(ValueError, match="multitask's"):
+        KEPConfig(mode="inject", kg_entities="descriptions")
+
+
 # ---- config and construction errors --------------------------------------------------------------------------
 def test_config_defaults_and_errors():
     assert KEPConfig().encoding == "concat" and KEPConfig().mask_mentions
