@@ -317,7 +317,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                                      rescale=not args.no_rescale, anchor_pool=args.anchor_pool, anchors=args.anchors,
                                      init=args.projector_init)
     bridge.save_pretrained(out, tok)
-    (out / "fit.json").write_text(json.dumps(info, indent=2))
+    from kgengine.persist import write_config
+
+    write_config(out / "fit.json", info)
     examples = ", ".join(info["anchor_examples"][:3])
     print(f"anchors {info['anchors']} of {info['num_entities']} entities (e.g. {examples}); "
           f"anchor fit cosine {info['anchor_fit_cosine']:.3f}; {info['d_kg']} -> {info['hidden']} "
@@ -665,7 +667,9 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     result["settings"]["model"] = args.model or {"lm": args.lm, "kg": args.kg}
     result["seconds"]["wall_including_loading"] = round(time.perf_counter() - t0, 3)
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    out_file.write_text(json.dumps(result, indent=2))
+    from kgengine.persist import write_config
+
+    write_config(out_file, result)
     print(pr.format_probe_table(result))
     print(f"wrote {out_file}")
     return 0

@@ -19,9 +19,7 @@ variant), HF :class:`~transformers.Trainer`; test predictions are scored by :mod
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -395,9 +393,9 @@ def finetune(cfg: FinetuneConfig) -> dict:
               "test_sentences": len(test), "linking": link_report, "projector": bridge_info,
               "threads": torch.get_num_threads(),
               "log": [r for r in trainer.state.log_history if "eval_macro_f1" in r or "loss" in r]}
-    tmp = out / (RESULT_FILE + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str))
-    os.replace(tmp, out / RESULT_FILE)
+    from kgengine.persist import write_config
+
+    write_config(out / RESULT_FILE, result)
     return result
 
 
@@ -430,8 +428,7 @@ def finetune_seeds(cfg: FinetuneConfig, seeds: Sequence[int] = (0, 1, 2)) -> dic
                "valid_f1": _mean_std([r["valid_macro_f1"] or 0.0 for r in runs]),
                "train_seconds": _mean_std([r["train_seconds"] for r in runs]), "per_relation_f1": per_rel,
                "linking": runs[0]["linking"], "seconds": time.perf_counter() - t0}
-    out = Path(cfg.out) / "summary.json"
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
-    os.replace(tmp, out)
+    from kgengine.persist import write_config
+
+    write_config(Path(cfg.out) / "summary.json", summary)
     return summary

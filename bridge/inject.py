@@ -16,7 +16,6 @@ from the entity vector (map-tuning, E-BERT / KnowBert style).
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
@@ -182,7 +181,9 @@ class KGBridge(nn.Module):
         self.kg_vectors().save_pretrained(path / KG_DIR)
         cfg = {"lm_class": type(self.model).__name__, "lm": LM_DIR, "projector": PROJECTOR_DIR, "kg": KG_DIR,
                "num_entities": len(self.kg_names), "d_kg": self.projector.d_kg, "hidden": self.projector.hidden}
-        (path / BRIDGE_CONFIG).write_text(json.dumps(cfg, indent=2))
+        from kgengine.persist import write_config
+
+        write_config(path / BRIDGE_CONFIG, cfg)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, model_cls: type | None = None,
@@ -197,7 +198,9 @@ class KGBridge(nn.Module):
         path = Path(path)
         if not (path / BRIDGE_CONFIG).is_file():
             raise FileNotFoundError(f"{path / BRIDGE_CONFIG}: missing; not a KGBridge folder")
-        cfg = json.loads((path / BRIDGE_CONFIG).read_text())
+        from kgengine.persist import read_config
+
+        cfg = read_config(path / BRIDGE_CONFIG)
         if model_cls is None:
             model_cls = getattr(transformers, cfg.get("lm_class", ""), None) or transformers.AutoModel
         model = model_cls.from_pretrained(path / cfg.get("lm", LM_DIR), **hf_kwargs)

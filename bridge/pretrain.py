@@ -409,17 +409,15 @@ class KEPModel(KGBridge):
         """The bridge folder (:meth:`KGBridge.save_pretrained`: ``lm/``, ``projector/``, ``kg/``) plus
         ``kep/kep_config.json`` and ``kep/heads.safetensors`` (the mode's heads). A plain
         ``KGBridge.from_pretrained`` reads the folder too (for probing)."""
-        from safetensors.torch import save_file
+        from kgengine.persist import save_tensors, write_config
 
         super().save_pretrained(path, tokenizer)
         d = Path(path) / KEP_DIR
         d.mkdir(parents=True, exist_ok=True)
-        heads = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()
-                 if not k.startswith(("model.", "projector."))}
-        save_file(heads, str(d / KEP_HEADS))
-        cfg = {"mode": self.mode, "class": type(self).__name__, "config": self.kep_config.to_dict(),
-               **self._saved_extra()}
-        (d / KEP_CONFIG).write_text(json.dumps(cfg, indent=2))
+        save_tensors(d / KEP_HEADS, {k: v for k, v in self.state_dict().items()
+                                     if not k.startswith(("model.", "projector."))})
+        write_config(d / KEP_CONFIG, {"mode": self.mode, "class": type(self).__name__,
+                                      "config": self.kep_config.to_dict(), **self._saved_extra()})
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, teacher: "TrainedKGE | str | os.PathLike | None" = None,
@@ -433,7 +431,9 @@ class KEPModel(KGBridge):
         cfg_file = path / KEP_DIR / KEP_CONFIG
         if not cfg_file.is_file():
             raise FileNotFoundError(f"{cfg_file}: missing; not a KEP model folder")
-        saved = json.loads(cfg_file.read_text())
+        from kgengine.persist import read_config
+
+        saved = read_config(cfg_file)
         config = KEPConfig(**saved["config"])
         bridge = KGBridge.from_pretrained(path, **hf_kwargs)
         model = build_kep_model(bridge, config, teacher=teacher, triples=triples,
@@ -685,6 +685,9 @@ class MultitaskKEP(KEPModel):
                           require: bool) -> torch.Tensor:
         """Tokenise every description once (``desc_ids (n, Ld)``, ``desc_len (n,)`` buffers) and
         keep the triples whose two ends have one."""
+        if (descriptions is None or tokenizer is None) and not require:  # loaded for probing: no KG task
+            self.register_buffer("desc_rows", torch.zeros(0, dtype=torch.long), persistent=False)
+            return trip
         if descriptions is None or tokenizer is None:
             raise ValueError("kg_entities='descriptions' needs descriptions (one per KG row) and a tokenizer")
         if len(descriptions) != n_rows:
@@ -1346,7 +1349,9 @@ def _resolve(source: Any, tokenizer: Any) -> tuple[KGBridge, Any, Any]:
         p = Path(source)
         if not (p / BRIDGE_CONFIG).is_file():
             raise FileNotFoundError(f"{p / BRIDGE_CONFIG}: missing; pass a KGBridge folder or {{'lm': ..., 'kg': ...}}")
-        cfg = json.loads((p / BRIDGE_CONFIG).read_text())
+        from kgengine.persist import read_config
+
+        cfg = read_config(p / BRIDGE_CONFIG)
         lm_dir = p / cfg.get("lm", LM_DIR)
         model = load_lm_with_mlm_head(lm_dir)
         proj = EntityProjector.from_pretrained(p / cfg.get("projector", PROJECTOR_DIR))

@@ -7,7 +7,6 @@ It works before any training and stays an ordinary trainable ``nn.Module``.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -184,16 +183,14 @@ class EntityProjector(nn.Module):
 
     # ---- persistence ------------------------------------------------------------------
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write ``config.json`` and ``model.safetensors`` into ``path``."""
-        from safetensors.torch import save_file
+        """Write ``config.json`` and ``model.safetensors`` into ``path`` (each atomically)."""
+        from kgengine.persist import save_tensors, write_config
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        tmp = path / (WEIGHTS_FILE + ".tmp")
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(tmp))
-        os.replace(tmp, path / WEIGHTS_FILE)
-        cfg = dict(self.config(), architecture=type(self).__name__, fit_out_norm=self._fit_out_norm)
-        (path / CONFIG_FILE).write_text(json.dumps(cfg, indent=2))
+        save_tensors(path / WEIGHTS_FILE, self.state_dict())
+        write_config(path / CONFIG_FILE, dict(self.config(), architecture=type(self).__name__,
+                                              fit_out_norm=self._fit_out_norm))
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "EntityProjector":
@@ -204,7 +201,9 @@ class EntityProjector(nn.Module):
         for f in (CONFIG_FILE, WEIGHTS_FILE):
             if not (path / f).is_file():
                 raise FileNotFoundError(f"{path / f}: missing; not an EntityProjector folder")
-        cfg = json.loads((path / CONFIG_FILE).read_text())
+        from kgengine.persist import read_config
+
+        cfg = read_config(path / CONFIG_FILE)
         try:
             proj = cls(cfg["d_kg"], cfg["hidden"], cfg.get("kind", "linear"), cfg.get("mlp_hidden"))
         except KeyError as e:

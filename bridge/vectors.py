@@ -201,17 +201,15 @@ class KGVectors:
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write ``vectors.safetensors`` (table ``vectors``) and ``entities.tsv`` (id<TAB>name) into ``path``."""
+        from kgengine.persist import save_tensors
         from kgengine.saved import write_vocab
-        from safetensors.torch import save_file
 
         bad = next((n for n in self.names if "\n" in n or "\r" in n), None)
         if bad is not None:
             raise ValueError(f"entity name {bad!r} contains a line break; entities.tsv cannot store it")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        tmp = path / (VECTORS_FILE + ".tmp")
-        save_file({"vectors": self.vectors.cpu().contiguous()}, str(tmp))
-        os.replace(tmp, path / VECTORS_FILE)
+        save_tensors(path / VECTORS_FILE, {"vectors": self.vectors})
         write_vocab(path / NAMES_FILE, self.names)
 
 

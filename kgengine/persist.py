@@ -15,6 +15,10 @@
   for files over :data:`FULL_HASH_LIMIT`, of their first and last
   :data:`PARTIAL_HASH_BYTES`), so a truncated, swapped or edited file is refused
   by name.
+* :func:`write_config` / :func:`read_config`: a JSON config written atomically with a
+  ``format_version``, and read back refusing a version newer than this code reads;
+  :func:`save_tensors`: a safetensors file written atomically. Every saved object
+  (kgengine's and the bridge's) writes through these.
 * :class:`SaveLock`: one run per save path. ``.kgengine.lock`` holds the owner's
   PID, host and start time under an exclusive ``flock``, which the OS releases
   when the owner dies (kill -9 included), so a lock left by a crash is taken over
@@ -36,8 +40,9 @@ from typing import Callable, Iterable
 
 from .errors import ModelFolderError, RunLockedError, SavePathError
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "commit_folder", "recover_folder",
-           "verify_folder", "SaveLock", "LOCK_NAME", "MANIFEST_NAME", "FORMAT_VERSION"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "write_config", "read_config", "save_tensors",
+           "commit_folder", "recover_folder", "verify_folder", "SaveLock", "LOCK_NAME", "MANIFEST_NAME",
+           "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -108,6 +113,38 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def write_config(path: str | os.PathLike, obj: dict, version: int = FORMAT_VERSION) -> None:
+    """``obj`` plus ``format_version`` as JSON, atomically (values JSON cannot hold become strings)."""
+    atomic_write_text(path, json.dumps({"format_version": version, **obj}, indent=2, default=str) + "\n")
+
+
+def read_config(path: str | os.PathLike, supported: int = FORMAT_VERSION) -> dict:
+    """A JSON config written by :func:`write_config` (or before versions existed: version 1).
+
+    ValueError naming the file for bad JSON, a non-object, or a ``format_version`` newer than
+    ``supported`` (written by a newer release)."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    version = obj.get("format_version", 1)
+    if not isinstance(version, int) or version > supported:
+        raise ValueError(f"{path}: format_version {version!r} is newer than this release reads ({supported}); "
+                         "upgrade kgengine")
+    return obj
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict) -> None:
+    """A safetensors file, written atomically (contiguous CPU copies of ``tensors``)."""
+    from safetensors.torch import save_file
+
+    flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda p: save_file(flat, str(p)))
 
 
 def file_digest(path: Path) -> dict:

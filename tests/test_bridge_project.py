@@ -222,3 +222,23 @@ def test_fit_from_anchors_end_to_end():
     assert scaled(kg).norm(dim=1).mean().item() == pytest.approx(emb.norm(dim=1).mean().item(), rel=1e-4)
     with pytest.raises(ValueError, match="single wordpieces"):
         EntityProjector.fit_from_anchors(KGVectors(["zebra"], torch.ones(1, 4)), tok, emb)
+
+
+def test_saved_configs_carry_a_format_version_and_newer_ones_are_refused(tmp_path):
+    import json
+
+    proj = EntityProjector(4, 6)
+    proj.save_pretrained(tmp_path / "p")
+    cfg_file = tmp_path / "p" / "config.json"
+    cfg = json.loads(cfg_file.read_text())
+    assert cfg["format_version"] == 1 and not list((tmp_path / "p").glob("*.tmp*"))
+    EntityProjector.from_pretrained(tmp_path / "p")
+    cfg_file.write_text(json.dumps(dict(cfg, format_version=99)))
+    with pytest.raises(ValueError, match=r"config\.json: format_version 99 is newer"):
+        EntityProjector.from_pretrained(tmp_path / "p")
+    cfg_file.write_text("{not json")
+    with pytest.raises(ValueError, match=r"config\.json: not valid JSON"):
+        EntityProjector.from_pretrained(tmp_path / "p")
+    del cfg["format_version"]  # written before versions existed: read as version 1
+    cfg_file.write_text(json.dumps(cfg))
+    EntityProjector.from_pretrained(tmp_path / "p")
