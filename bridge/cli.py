@@ -461,6 +461,18 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 # probe
 
 
+def _load_teacher(path: str, flag: str = "--kg-model"):
+    """A kgengine saved-model folder, or a one-line error naming the flag."""
+    from kgengine.saved import TrainedKGE
+
+    if not Path(path).is_dir():
+        raise BridgeCLIError(f"{flag} {path}: no such folder")
+    try:
+        return TrainedKGE.from_pretrained(path)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise BridgeCLIError(f"{flag} {path}: {e}") from None
+
+
 def _add_probe(sub) -> None:
     p = sub.add_parser("probe", help="supersense typing / link prediction with and without KG vectors",
                        description="Measure what the injected KG vectors give: WordNet noun supersense typing "
@@ -498,6 +510,8 @@ def _add_probe(sub) -> None:
     s.add_argument("--num-train", type=int, default=1000, help="linkpred: train triples (default 1000)")
     s.add_argument("--num-negatives", type=int, default=3, help="linkpred: corrupted tails per train triple")
     s.add_argument("--num-test", type=int, default=200, help="linkpred: test triples (default 200)")
+    s.add_argument("--kg-model", metavar="DIR", help="linkpred: a kgengine model folder; adds the row kg_model (its "
+                                                     "own scores on the same candidates, no LM)")
     s.add_argument("--candidates", type=int, default=50, help="linkpred: candidates per test triple incl. the "
                                                               "true tail (default 50)")
     s.add_argument("--epochs", type=int, default=40, help="linkpred: scorer epochs")
@@ -661,7 +675,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
                                    variants=variants, seeds=args.seeds, num_train=args.num_train,
                                    train_negatives=args.num_negatives, num_test=args.num_test,
                                    num_candidates=args.candidates, epochs=args.epochs, batch_size=args.batch_size,
-                                   log=_log, **slot)
+                                   kg_model=_load_teacher(args.kg_model) if args.kg_model else None, log=_log, **slot)
         result["task"] = args.task
         result["settings"]["kg_data"] = str(d)
     result["settings"]["model"] = args.model or {"lm": args.lm, "kg": args.kg}

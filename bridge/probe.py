@@ -658,7 +658,7 @@ def linkpred_probe(model: nn.Module, tokenizer: PreTrainedTokenizerBase,
                    num_train: int = 1000, train_negatives: int = 3, num_test: int = 200, num_candidates: int = 50,
                    slot_token: str | None = "[ENT]", slot_separator: str | None = "/", scorer_hidden: int = 256,
                    epochs: int = 40, lr: float = 1e-3, weight_decay: float = 1e-4, scorer_batch: int = 128,
-                   batch_size: int = 128, max_mention_tokens: int = 16,
+                   batch_size: int = 128, max_mention_tokens: int = 16, kg_model: Any = None,
                    log: Callable[[str], None] | None = None) -> dict:
     """KG-BERT-style tail ranking with a frozen LM (module docstring).
 
@@ -670,6 +670,8 @@ def linkpred_probe(model: nn.Module, tokenizer: PreTrainedTokenizerBase,
             two lists given).
         num_train, train_negatives: sampled training triples, corrupted tails per triple.
         num_test, num_candidates: sampled test triples, candidates per triple (the true tail + the rest).
+        kg_model: a kgengine ``TrainedKGE``: adds the reference row ``kg_model``, the KGE model's own
+            scores on the same candidates (no LM, nothing trained here).
     Returns:
         the ``probe.json`` dict (metric ``mrr``).
     """
@@ -797,6 +799,9 @@ def linkpred_probe(model: nn.Module, tokenizer: PreTrainedTokenizerBase,
         out_variants[v] = {**_stats(r["mrr"]), "hits@1": _stats(r["hits@1"]), "hits@10": _stats(r["hits@10"]),
                            "train_loss_first_epoch": r["loss_first"], "train_loss_last_epoch": r["loss_last"],
                            "kept_epoch": r["epoch"]}
+    if kg_model is not None:
+        out_variants["kg_model"] = _kg_model_ranks(kg_model, groups_te)
+        say(f"kg_model  MRR {out_variants['kg_model']['mean']:.4f} (the KGE model's own scores, same candidates)")
     return {
         "task": "linkpred",
         "metric": "mrr",
@@ -812,6 +817,24 @@ def linkpred_probe(model: nn.Module, tokenizer: PreTrainedTokenizerBase,
                      "lm": type(_encoder(model)).__name__},
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }
+
+
+@torch.no_grad()
+def _kg_model_ranks(trained: Any, groups: Sequence[Sequence[tuple[str, str, str]]]) -> dict:
+    """MRR / Hits of a kgengine TrainedKGE ranking each group's candidates (column 0 is the truth)."""
+    ent = {n: i for i, n in enumerate(trained.entities)}
+    rel = {n: i for i, n in enumerate(trained.relations)}
+    flat = [x for g in groups for x in g]
+    h = torch.tensor([ent[a] for a, _, _ in flat])
+    r = torch.tensor([rel[b] for _, b, _ in flat])
+    t = torch.tensor([ent[c] for _, _, c in flat])
+    sc = trained.model.score(h, r, t).view(len(groups), -1).float()
+    pos = sc[:, :1]
+    rank = 1 + (sc[:, 1:] > pos).sum(1).double() + 0.5 * (sc[:, 1:] == pos).sum(1).double()
+    one = {k: [v] for k, v in (("mrr", float((1 / rank).mean())), ("hits@1", float((rank <= 1).double().mean())),
+                               ("hits@10", float((rank <= 10).double().mean())))}
+    return {**_stats(one["mrr"]), "hits@1": _stats(one["hits@1"]), "hits@10": _stats(one["hits@10"]),
+            "note": "the KGE model's own scores on the same candidates (deterministic: one value)"}
 
 
 def _train_scorer(X: torch.Tensor, seed: int, hidden: int, epochs: int, lr: float, weight_decay: float,

@@ -179,6 +179,15 @@ def test_probe_data_jsonl_and_linkpred(lm_dir, kge_dir, tmp_path, capsys):
     assert set(r["variants"]) == {"text", "injected", "random"}
     assert all(0 < v["mean"] <= 1 for v in r["variants"].values())
     assert "hits@10" in stdout
+    rc, _, err = run(["probe", "--model", tmp_path / "br", "--task", "wn18rr-linkpred", "--kg-data", data,
+                      "--seeds", "1", "--num-train", "20", "--num-test", "4", "--candidates", "5", "--epochs", "3",
+                      "--variants", "text", "--kg-model", kge_dir, "--out", tmp_path / "r2"], capsys)
+    assert rc == 0, err
+    ref = json.loads((tmp_path / "r2" / "probe-wn18rr-linkpred.json").read_text())["variants"]["kg_model"]
+    assert 0 < ref["mean"] <= 1 and ref["per_seed"] == [ref["mean"]]
+    rc, _, err = run(["probe", "--model", tmp_path / "br", "--task", "wn18rr-linkpred", "--kg-data", data,
+                      "--kg-model", tmp_path / "nowhere", "--out", tmp_path / "r3"], capsys)
+    assert rc == 2 and "--kg-model" in err
 
 
 def test_errors_exit_2_naming_the_argument(lm_dir, kge_dir, tmp_path, capsys):

@@ -223,3 +223,21 @@ def test_linkpred_readers(tmp_path):
     (tmp_path / "entities.tsv").write_text("id\tname\tgloss\n001\thot_dog\tfood\n002\tcat\tanimal\n")
     assert read_entity_texts(tmp_path) == {"001": "hot dog", "002": "cat"}
     assert relation_text("_member_of_domain_usage") == "member of domain usage"
+
+
+def test_kg_model_reference_ranks_the_candidates_with_the_kge_scores():
+    from types import SimpleNamespace
+
+    from bridge.probe import _kg_model_ranks
+
+    class Score:  # the true tail of (h, r, ?) is h + 1; others score by closeness to it
+        def score(self, h, r, t):
+            return -(t - h - 1).abs().float()
+
+    trained = SimpleNamespace(entities=[f"e{i}" for i in range(10)], relations=["r"], model=Score())
+    good = [[("e1", "r", "e2"), ("e1", "r", "e5"), ("e1", "r", "e9")],
+            [("e3", "r", "e4"), ("e3", "r", "e0"), ("e3", "r", "e8")]]
+    assert _kg_model_ranks(trained, good)["mean"] == 1.0
+    bad = [[("e1", "r", "e9"), ("e1", "r", "e2"), ("e1", "r", "e5")]]  # truth ranked last of 3
+    r = _kg_model_ranks(trained, bad)
+    assert r["mean"] == pytest.approx(1 / 3) and r["hits@1"]["mean"] == 0.0
