@@ -57,7 +57,9 @@ class FinetuneConfig:
     names: str | None = field(default=None, metadata={
         "help": "entities.tsv with readable names of the KG ids (the projector's anchors: dog.n.01 -> dog)"})
     wordnet: str | None = field(default=None, metadata={"help": "WordNet dict/ folder or WNdb-3.0.tar.gz (linking)"})
-    link: str = field(default="first", metadata={"help": "linking: first (most frequent sense) or mean of all senses"})
+    link: str = field(default="first", metadata={
+        "help": "linking: first (most frequent sense) or mean (of all senses' vectors: late-fusion, kg-only; "
+                "inject's slot reads the first sense either way)"})
     kg_control: str = field(default="none", metadata={
         "help": "none; random (vectors replaced by random ones of the same norms); permuted (rows shuffled: "
                 "every nominal gets another entity's vector)"})
