@@ -280,12 +280,12 @@ def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _control(table: torch.Tensor, kind: str, seed: int) -> torch.Tensor:
     """The KG table replaced for a control: ``random`` keeps each row's norm, ``permuted`` shuffles rows."""
-    g = torch.Generator().manual_seed(10_000 + seed)
+    from .probe import random_like
+
     if kind == "random":
-        r = torch.randn(table.shape, generator=g)
-        return r * (table.norm(dim=1, keepdim=True) / r.norm(dim=1, keepdim=True).clamp(min=1e-12))
+        return random_like(table, 10_000 + seed)
     if kind == "permuted":
-        return table[torch.randperm(table.shape[0], generator=g)]
+        return table[torch.randperm(table.shape[0], generator=torch.Generator().manual_seed(10_000 + seed))]
     return table
 
 
@@ -407,8 +407,10 @@ def _best_step(trainer) -> int | None:
 
 
 def _mean_std(xs: Sequence[float]) -> dict:
-    a = np.asarray(xs, dtype=np.float64)
-    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "values": a.tolist()}
+    from .probe import _stats
+
+    s = _stats(xs)
+    return {"mean": s["mean"], "std": s["std"], "values": s["per_seed"]}
 
 
 def finetune_seeds(cfg: FinetuneConfig, seeds: Sequence[int] = (0, 1, 2)) -> dict:

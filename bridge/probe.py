@@ -781,12 +781,9 @@ def linkpred_probe(model: nn.Module, tokenizer: PreTrainedTokenizerBase,
             scorer, losses, best_epoch = _train_scorer(Xtr, s, scorer_hidden, epochs, lr, weight_decay, scorer_batch)
             with torch.no_grad():
                 sc = scorer(Xte).squeeze(-1)  # (n_test, C); column 0 is the true tail
-            pos = sc[:, :1]
-            rank = 1 + (sc[:, 1:] > pos).sum(1).double() + 0.5 * (sc[:, 1:] == pos).sum(1).double()
             r = results[v]
-            r["mrr"].append(float((1 / rank).mean()))
-            r["hits@1"].append(float((rank <= 1).double().mean()))
-            r["hits@10"].append(float((rank <= 10).double().mean()))
+            for k, x in _rank_metrics(sc).items():
+                r[k].append(x)
             r["loss_first"].append(losses[0])
             r["loss_last"].append(losses[-1])
             r["epoch"].append(best_epoch)
@@ -819,6 +816,14 @@ def linkpred_probe(model: nn.Module, tokenizer: PreTrainedTokenizerBase,
     }
 
 
+def _rank_metrics(sc: torch.Tensor) -> dict[str, float]:
+    """MRR, Hits@1, Hits@10 of ``sc (n, C)`` candidate scores whose column 0 is the truth (ties count half)."""
+    pos = sc[:, :1]
+    rank = 1 + (sc[:, 1:] > pos).sum(1).double() + 0.5 * (sc[:, 1:] == pos).sum(1).double()
+    return {"mrr": float((1 / rank).mean()), "hits@1": float((rank <= 1).double().mean()),
+            "hits@10": float((rank <= 10).double().mean())}
+
+
 @torch.no_grad()
 def _kg_model_ranks(trained: Any, groups: Sequence[Sequence[tuple[str, str, str]]]) -> dict:
     """MRR / Hits of a kgengine TrainedKGE ranking each group's candidates (column 0 is the truth)."""
@@ -828,11 +833,7 @@ def _kg_model_ranks(trained: Any, groups: Sequence[Sequence[tuple[str, str, str]
     h = torch.tensor([ent[a] for a, _, _ in flat])
     r = torch.tensor([rel[b] for _, b, _ in flat])
     t = torch.tensor([ent[c] for _, _, c in flat])
-    sc = trained.model.score(h, r, t).view(len(groups), -1).float()
-    pos = sc[:, :1]
-    rank = 1 + (sc[:, 1:] > pos).sum(1).double() + 0.5 * (sc[:, 1:] == pos).sum(1).double()
-    one = {k: [v] for k, v in (("mrr", float((1 / rank).mean())), ("hits@1", float((rank <= 1).double().mean())),
-                               ("hits@10", float((rank <= 10).double().mean())))}
+    one = {k: [v] for k, v in _rank_metrics(trained.model.score(h, r, t).view(len(groups), -1).float()).items()}
     return {**_stats(one["mrr"]), "hits@1": _stats(one["hits@1"]), "hits@10": _stats(one["hits@10"]),
             "note": "the KGE model's own scores on the same candidates (deterministic: one value)"}
 
